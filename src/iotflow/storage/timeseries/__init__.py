@@ -1,0 +1,21 @@
+"""Time-series stores. :func:`get_timeseries_store` picks the backend from the URL scheme."""
+
+from __future__ import annotations
+
+from iotflow.config import Settings, sqlite_path
+from iotflow.errors import ConfigError
+from iotflow.storage.timeseries.base import TimeseriesStore
+
+
+def get_timeseries_store(settings: Settings) -> TimeseriesStore:
+    url = settings.effective_timeseries_url
+    if url.startswith("sqlite"):
+        from iotflow.storage.timeseries.sqlite import SqliteTimeseriesStore
+
+        path = sqlite_path(url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return SqliteTimeseriesStore(str(path), chunk_ms=settings.timeseries_chunk_hours * 3_600_000)
+    raise ConfigError(
+        f"IOTFLOW_TIMESERIES_URL: no telemetry store for {url.split(':', 1)[0]!r} in this version "
+        "(supported: sqlite)"
+    )

@@ -1,0 +1,52 @@
+"""The Litestar application: routes, error rendering, OpenAPI, and the lifespan that owns the Runtime."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Router
+from litestar.config.cors import CORSConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+
+from iotflow import __version__
+from iotflow.admin.endpoints import ROUTES as ADMIN_ROUTES
+from iotflow.config import Settings
+from iotflow.devices.endpoints import ROUTES as DEVICE_ROUTES
+from iotflow.health.endpoints import ROUTES as HEALTH_ROUTES
+from iotflow.http import render_error
+from iotflow.runtime import open_runtime
+from iotflow.telemetry.endpoints import ROUTES as TELEMETRY_ROUTES
+
+
+def create_app(settings: Settings) -> Litestar:
+    """Build the app for complete settings (see :func:`iotflow.config.prepare_data_dir`)."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with open_runtime(settings) as rt:
+            app.state.runtime = rt
+            yield
+
+    api = Router(path="/api/v1", route_handlers=[*DEVICE_ROUTES, *TELEMETRY_ROUTES, *ADMIN_ROUTES])
+    cors = None
+    if settings.cors_origins:
+        cors = CORSConfig(allow_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()])
+    handlers: dict[Any, Any] = {Exception: render_error}
+    return Litestar(
+        route_handlers=[*HEALTH_ROUTES, api],
+        lifespan=[lifespan],
+        exception_handlers=handlers,
+        request_max_body_size=settings.max_body_bytes,
+        cors_config=cors,
+        openapi_config=OpenAPIConfig(
+            title="IoTFlow",
+            version=__version__,
+            description="Devices, telemetry over HTTP, history, latest values and aggregates.",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin(path="/swagger"), JsonRenderPlugin(path="/openapi.json")],
+        ),
+        logging_config=None,
+    )

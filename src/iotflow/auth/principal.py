@@ -1,0 +1,17 @@
+"""Who is calling: a device (API key), a user (Bearer token) or an administrator."""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+from iotflow.cache.base import DeviceAuth
+
+
+class Principal(NamedTuple):
+    kind: Literal["device", "user", "admin"]
+    device: DeviceAuth | None = None
+    user_id: int | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.kind == "admin"

@@ -1,0 +1,243 @@
+"""The ``iotflow`` command line: serve, db, devices, config."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from iotflow import __version__
+from iotflow.config import Settings, describe, load_settings, prepare_data_dir
+from iotflow.errors import ConfigError
+
+T = TypeVar("T")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="IoTFlow: self-hosted IoT device platform.")
+db_app = typer.Typer(no_args_is_help=True, help="Database migrations.")
+devices_app = typer.Typer(no_args_is_help=True, help="Manage devices.")
+app.add_typer(db_app, name="db")
+app.add_typer(devices_app, name="devices")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings(**overrides: Any) -> tuple[Settings, str | None]:
+    try:
+        return prepare_data_dir(load_settings(**overrides))
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise  # unreachable
+
+
+def _run(func: Callable[[Settings], Awaitable[T]]) -> T:
+    settings, _ = _settings()
+    try:
+        return asyncio.run(func(settings))
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def config() -> None:
+    """Print the effective settings (secrets masked)."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        _fail(str(exc))
+        return
+    for name, value in describe(settings).items():
+        typer.echo(f"{name}={'' if value is None else value}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address (IOTFLOW_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (IOTFLOW_PORT)")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (IOTFLOW_WORKERS)")] = None,
+) -> None:
+    """Run the server (applies database migrations first)."""
+    import uvicorn
+
+    from iotflow.app import create_app
+
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    if workers is not None:
+        overrides["workers"] = workers
+    settings, new_admin_token = _settings(**overrides)
+    if settings.workers > 1:
+        _fail("IOTFLOW_WORKERS > 1 needs PostgreSQL, Redis and an external MQTT broker, "
+              "which this version does not support yet; use 1", 2)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    base = f"http://{settings.host}:{settings.port}"
+    typer.echo(f"IoTFlow {__version__}")
+    typer.echo(f"  HTTP API   {base}/api/v1")
+    typer.echo(f"  API docs   {base}/schema/swagger")
+    typer.echo(f"  Health     {base}/health")
+    typer.echo(f"  Data dir   {settings.data_dir.resolve()}")
+    typer.echo("  MQTT       not available in this version (HTTP only)")
+    if new_admin_token:
+        typer.echo("")
+        typer.echo(f"  Admin token (shown once; kept in {settings.data_dir / 'admin_token'}):")
+        typer.echo(f"    {new_admin_token}")
+        typer.echo("  Use it as:  Authorization: admin <token>")
+    sys.stdout.flush()
+    try:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
+                    access_log=False, lifespan="on")
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+# ----- db ---------------------------------------------------------------------------------------------
+
+
+async def _with_engine(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
+    from iotflow.storage import db
+
+    engine = db.create_engine(settings.effective_database_url)
+    try:
+        return await action(engine)
+    finally:
+        await engine.dispose()
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply migrations up to REVISION (default: head)."""
+    from iotflow.storage import db
+
+    _run(lambda s: _with_engine(s, lambda e: db.migrate(e, "upgrade", revision)))
+    typer.echo(f"database upgraded to {revision}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: Annotated[str, typer.Argument()]) -> None:
+    """Revert migrations down to REVISION (e.g. 'base')."""
+    from iotflow.storage import db
+
+    _run(lambda s: _with_engine(s, lambda e: db.migrate(e, "downgrade", revision)))
+    typer.echo(f"database downgraded to {revision}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the current revision."""
+    from iotflow.storage import db
+
+    rev = _run(lambda s: _with_engine(s, db.current_revision))
+    typer.echo(rev or "(empty database)")
+
+
+# ----- devices ----------------------------------------------------------------------------------------
+
+
+async def _with_runtime(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
+    from iotflow.runtime import open_runtime
+
+    async with open_runtime(settings) as rt:
+        return await action(rt)
+
+
+@devices_app.command("create")
+def devices_create(
+    name: str,
+    device_type: Annotated[str, typer.Option("--type", help="Device type, e.g. sensor")],
+    description: Annotated[str | None, typer.Option()] = None,
+    location: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Register a device and print its API key (shown only now)."""
+    from iotflow.errors import IoTFlowError
+
+    body = {"name": name, "device_type": device_type, "description": description, "location": location}
+
+    async def action(rt: Any) -> tuple[Any, str]:
+        return await rt.devices.register({k: v for k, v in body.items() if v is not None})  # type: ignore[no-any-return]
+
+    try:
+        device, api_key = _run(lambda s: _with_runtime(s, action))
+    except IoTFlowError as exc:
+        _fail(f"{exc.title}: {exc.message}")
+        return
+    typer.echo(f"device {device.id} {device.name!r} created")
+    typer.echo(f"api key: {api_key}")
+
+
+@devices_app.command("list")
+def devices_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False) -> None:
+    """List devices."""
+
+    async def action(rt: Any) -> list[dict[str, Any]]:
+        devices, _ = await rt.devices.repo.list({}, limit=1_000_000, offset=0)
+        return [{"id": d.id, "name": d.name, "device_type": d.device_type, "status": d.status,
+                 "user_id": d.user_id} for d in devices]
+
+    rows = _run(lambda s: _with_runtime(s, action))
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("id", "name", "type", "status")
+    for r in rows:
+        table.add_row(str(r["id"]), r["name"], r["device_type"], r["status"])
+    Console().print(table)
+
+
+@devices_app.command("rotate-key")
+def devices_rotate(device_id: int) -> None:
+    """Issue a new API key for a device; the old key stops working at once."""
+    from iotflow.errors import IoTFlowError
+
+    async def action(rt: Any) -> str:
+        _, key = await rt.devices.rotate_key(device_id)
+        return key  # type: ignore[no-any-return]
+
+    try:
+        key = _run(lambda s: _with_runtime(s, action))
+    except IoTFlowError as exc:
+        _fail(f"{exc.title}: {exc.message}")
+        return
+    typer.echo(f"api key: {key}")
+
+
+@devices_app.command("delete")
+def devices_delete(device_id: int, yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask")] = False) -> None:
+    """Delete a device and all its telemetry."""
+    from iotflow.errors import IoTFlowError
+
+    if not yes and not typer.confirm(f"Delete device {device_id} and all its telemetry?"):
+        raise typer.Exit(1)
+
+    async def action(rt: Any) -> tuple[Any, int]:
+        return await rt.devices.delete(device_id)  # type: ignore[no-any-return]
+
+    try:
+        device, points = _run(lambda s: _with_runtime(s, action))
+    except IoTFlowError as exc:
+        _fail(f"{exc.title}: {exc.message}")
+        return
+    typer.echo(f"device {device_id} {device.name!r} deleted with {points} points")
+
+
+def main() -> None:
+    app()

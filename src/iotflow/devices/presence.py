@@ -1,0 +1,93 @@
+"""Connectivity: when each device was last heard, and reported attributes — written coalesced.
+
+Every telemetry message or heartbeat marks its device seen. Writing ``last_seen`` to the database on
+every message would cost a transaction per message, so marks are kept in memory and flushed every
+second in one transaction (and once more at shutdown). ``is_online`` is derived: a device is online
+when it was heard within ``IOTFLOW_DEVICE_OFFLINE_AFTER`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from iotflow.cache.base import Cache
+from iotflow.devices.repository import DeviceRepository
+
+log = logging.getLogger(__name__)
+
+
+class Presence:
+    def __init__(self, repo: DeviceRepository, cache: Cache, *, offline_after_s: int, flush_every_s: float = 1.0):
+        self._repo = repo
+        self._cache = cache
+        self.offline_after_ms = offline_after_s * 1000
+        self._flush_every = flush_every_s
+        self._seen: dict[int, int] = {}
+        self._reported: dict[int, dict[str, Any]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def seen(self, device_id: int, ts_ms: int) -> None:
+        if ts_ms > self._seen.get(device_id, -1):
+            self._seen[device_id] = ts_ms
+
+    def report(self, device_id: int, attributes: dict[str, Any]) -> None:
+        self._reported.setdefault(device_id, {}).update(attributes)
+
+    def forget(self, device_id: int) -> None:
+        self._seen.pop(device_id, None)
+        self._reported.pop(device_id, None)
+
+    def pending_reported(self, device_id: int) -> dict[str, Any]:
+        return dict(self._reported.get(device_id, {}))
+
+    async def last_seen(self, device_id: int, stored: int | None) -> int | None:
+        """The newest of: not yet flushed marks, the cache, and the stored value."""
+        return (await self.last_seen_many({device_id: stored}))[device_id]
+
+    async def last_seen_many(self, stored: dict[int, int | None]) -> dict[int, int | None]:
+        cached = await self._cache.get_last_seen(stored.keys())
+        out: dict[int, int | None] = {}
+        for device_id, value in stored.items():
+            candidates = [t for t in (value, cached.get(device_id), self._seen.get(device_id)) if t is not None]
+            out[device_id] = max(candidates) if candidates else None
+        return out
+
+    def is_online(self, last_seen: int | None, now_ms: int) -> bool:
+        return last_seen is not None and now_ms - last_seen <= self.offline_after_ms
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="iotflow-presence-flush")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_every)
+            try:
+                await self.flush()
+            except Exception as exc:  # keep flushing later; marks are kept until written
+                log.warning("presence flush failed: %s", exc)
+
+    async def flush(self) -> None:
+        if not self._seen and not self._reported:
+            return
+        seen, self._seen = self._seen, {}
+        reported, self._reported = self._reported, {}
+        try:
+            await self._cache.mark_seen(seen)
+            await self._repo.touch_many(seen, reported)
+        except Exception:
+            for device_id, ts in seen.items():
+                self.seen(device_id, ts)
+            for device_id, attrs in reported.items():
+                self._reported[device_id] = {**attrs, **self._reported.get(device_id, {})}
+            raise

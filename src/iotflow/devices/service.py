@@ -1,0 +1,201 @@
+"""Device logic: registration, keys, lookups, updates, configuration, deletion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from iotflow.auth.apikeys import digests_match, generate_api_key, hash_api_key
+from iotflow.cache.base import Cache, DeviceAuth
+from iotflow.devices.presence import Presence
+from iotflow.devices.repository import DeviceRepository
+from iotflow.devices.schemas import DEVICE_STATUSES, encode_config
+from iotflow.errors import BadRequest, NotFound, ValidationFailed
+from iotflow.validation import opt_float, opt_str, req_str
+from iotflow.storage.models import Device, DeviceConfiguration
+from iotflow.storage.timeseries.base import TimeseriesStore
+from iotflow.timeutil import now_ms
+
+EDITABLE_TEXT = {
+    "name": (1, 100),
+    "description": (0, 1000),
+    "location": (0, 500),
+    "firmware_version": (0, 100),
+    "hardware_version": (0, 100),
+}
+
+
+def _tags(body: dict[str, Any]) -> list[str] | None:
+    tags = body.get("tags")
+    if tags is None:
+        return None
+    if not isinstance(tags, list) or not all(isinstance(t, str) and 0 < len(t) <= 100 for t in tags) or len(tags) > 100:
+        raise ValidationFailed("tags", "tags must be a list of at most 100 non-empty strings (≤ 100 chars)")
+    return list(dict.fromkeys(tags))
+
+
+def _attributes(body: dict[str, Any]) -> dict[str, Any] | None:
+    attrs = body.get("attributes")
+    if attrs is None:
+        return None
+    if not isinstance(attrs, dict):
+        raise ValidationFailed("attributes", "attributes must be a JSON object")
+    return attrs
+
+
+def descriptive_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """The validated descriptive fields present in ``body`` (for register and update)."""
+    values: dict[str, Any] = {}
+    for name, (lo, hi) in EDITABLE_TEXT.items():
+        if name in body:
+            values[name] = opt_str(body, name, min_len=lo, max_len=hi)
+    if "device_type" in body:
+        values["device_type"] = req_str(body, "device_type", max_len=100)
+    if "latitude" in body:
+        values["latitude"] = opt_float(body, "latitude", -90, 90)
+    if "longitude" in body:
+        values["longitude"] = opt_float(body, "longitude", -180, 180)
+    if (tags := _tags(body)) is not None:
+        values["tags"] = tags
+    if (attrs := _attributes(body)) is not None:
+        values["attributes"] = attrs
+    return values
+
+
+def _auth_of(d: Device) -> DeviceAuth:
+    return DeviceAuth(d.id, d.name, d.device_type, d.status, d.user_id)
+
+
+class DeviceService:
+    def __init__(
+        self, repo: DeviceRepository, cache: Cache, store: TimeseriesStore, presence: Presence, *, key_length: int
+    ) -> None:
+        self.repo = repo
+        self._cache = cache
+        self._store = store
+        self.presence = presence
+        self._key_length = key_length
+
+    # ----- keys ------------------------------------------------------------------------------------
+
+    async def authenticate(self, api_key: str) -> DeviceAuth | None:
+        if not api_key or len(api_key) > 256:
+            return None
+        key_hash = hash_api_key(api_key)
+        cached = await self._cache.get_device_auth(key_hash)
+        if cached is not None:
+            return cached
+        device = await self.repo.by_key_hash(key_hash)
+        if device is None or not digests_match(device.api_key_hash, key_hash):
+            return None
+        auth = _auth_of(device)
+        await self._cache.set_device_auth(key_hash, auth)
+        return auth
+
+    async def rotate_key(self, device_id: int) -> tuple[Device, str]:
+        await self.get(device_id)
+        api_key = generate_api_key(self._key_length)
+        device = await self.repo.update(device_id, {"api_key_hash": hash_api_key(api_key), "updated_at": now_ms()})
+        if device is None:
+            raise NotFound(f"Device {device_id} not found", title="Device not found")
+        await self._cache.forget_device(device_id)
+        return device, api_key
+
+    # ----- lifecycle -------------------------------------------------------------------------------
+
+    async def register(self, body: dict[str, Any], *, user_id: int | None = None) -> tuple[Device, str]:
+        if "name" not in body:
+            raise ValidationFailed("name", "name is required (1–100 characters)")
+        if "device_type" not in body:
+            raise ValidationFailed("device_type", "device_type is required")
+        values = descriptive_fields(body)
+        api_key = generate_api_key(self._key_length)
+        ts = now_ms()
+        device = Device(
+            **{"tags": [], "attributes": {}, **values},
+            status="active",
+            reported={},
+            user_id=user_id,
+            owner_scope=user_id or 0,
+            api_key_hash=hash_api_key(api_key),
+            created_at=ts,
+            updated_at=ts,
+        )
+        return await self.repo.add(device), api_key
+
+    async def get(self, device_id: int) -> Device:
+        device = await self.repo.get(device_id)
+        if device is None:
+            raise NotFound(f"Device {device_id} not found", title="Device not found")
+        return device
+
+    async def update(self, device_id: int, body: dict[str, Any]) -> Device:
+        current = await self.get(device_id)
+        values = descriptive_fields(body)
+        if "name" in values and values["name"] is None:
+            raise ValidationFailed("name", "name cannot be null")
+        if "status" in body:
+            values["status"] = self.check_status(body["status"])
+        if not values:
+            raise BadRequest("Nothing to update: send at least one editable field", title="No changes")
+        values["updated_at"] = now_ms()
+        device = await self.repo.update(device_id, values)
+        if device is None:
+            raise NotFound(f"Device {device_id} not found", title="Device not found")
+        if device.status != current.status or device.name != current.name:
+            await self._cache.forget_device(device_id)
+        return device
+
+    @staticmethod
+    def check_status(status: Any) -> str:
+        if status not in DEVICE_STATUSES:
+            raise ValidationFailed("status", f"status must be one of {', '.join(DEVICE_STATUSES)}")
+        return str(status)
+
+    async def delete(self, device_id: int) -> tuple[Device, int]:
+        device = await self.get(device_id)
+        await self.repo.delete(device_id)
+        await self._cache.forget_device(device_id)
+        self.presence.forget(device_id)
+        deleted_points = await self._store.delete_device(device_id)
+        return device, deleted_points
+
+    # ----- connectivity ----------------------------------------------------------------------------
+
+    async def connectivity(self, device: Device) -> tuple[int | None, bool]:
+        last_seen = await self.presence.last_seen(device.id, device.last_seen)
+        return last_seen, self.presence.is_online(last_seen, now_ms())
+
+    async def online_counts(self) -> tuple[int, int]:
+        """(devices in total, devices online now)."""
+        seen = await self.presence.last_seen_many(await self.repo.last_seen_all())
+        now = now_ms()
+        return len(seen), sum(1 for ts in seen.values() if self.presence.is_online(ts, now))
+
+    # ----- configuration ---------------------------------------------------------------------------
+
+    async def configs(self, device_id: int) -> list[DeviceConfiguration]:
+        return await self.repo.configs(device_id)
+
+    async def set_config(self, device_id: int, key: Any, value: Any, data_type: Any) -> tuple[str, str]:
+        if not isinstance(key, str) or not 1 <= len(key) <= 128:
+            raise ValidationFailed("config_key", "config_key is required: a string of 1–128 characters")
+        if value is None:
+            raise ValidationFailed("config_value", "config_value is required")
+        if data_type is not None and not isinstance(data_type, str):
+            raise ValidationFailed("data_type", "data_type must be a string")
+        text, dtype = encode_config(key, value, data_type)
+        await self.repo.set_configs(device_id, [(key, text, dtype)], now_ms(), replace=False)
+        return text, dtype
+
+    async def replace_configs(self, device_id: int, configuration: Any) -> None:
+        if not isinstance(configuration, dict):
+            raise ValidationFailed("configuration", "configuration must be an object of key → value")
+        items = []
+        for key, value in configuration.items():
+            if not 1 <= len(key) <= 128:
+                raise ValidationFailed(f"configuration.{key}", "configuration keys are 1–128 characters")
+            if value is None:
+                raise ValidationFailed(f"configuration.{key}", "null is not a configuration value")
+            text, dtype = encode_config(key, value, None)
+            items.append((key, text, dtype))
+        await self.repo.set_configs(device_id, items, now_ms(), replace=True)

@@ -1,0 +1,66 @@
+"""The Runtime: every long-lived resource of a running IoTFlow, built and closed by the app lifespan."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from iotflow.cache import get_cache
+from iotflow.cache.base import Cache
+from iotflow.config import Settings
+from iotflow.devices.presence import Presence
+from iotflow.devices.repository import DeviceRepository
+from iotflow.devices.service import DeviceService
+from iotflow.ingest.pipeline import IngestPipeline
+from iotflow.storage import db
+from iotflow.storage.timeseries import get_timeseries_store
+from iotflow.storage.timeseries.base import TimeseriesStore
+from iotflow.telemetry.service import TelemetryService
+
+
+@dataclass(slots=True)
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    store: TimeseriesStore
+    cache: Cache
+    pipeline: IngestPipeline
+    presence: Presence
+    devices: DeviceService
+    telemetry: TelemetryService
+    started_at: float
+
+
+@asynccontextmanager
+async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    """Build every resource; close them in reverse order on exit (also when start-up fails)."""
+    async with AsyncExitStack() as stack:
+        engine = db.create_engine(settings.effective_database_url)
+        stack.push_async_callback(engine.dispose)
+        await db.migrate(engine, "upgrade", "head")
+
+        store = get_timeseries_store(settings)
+        await store.open()
+        stack.push_async_callback(store.close)
+
+        cache = get_cache(settings)
+        stack.push_async_callback(cache.close)
+
+        repo = DeviceRepository(db.sessionmaker(engine))
+        presence = Presence(repo, cache, offline_after_s=settings.device_offline_after)
+        await presence.start()
+        stack.push_async_callback(presence.stop)
+
+        pipeline = IngestPipeline(
+            store, cache, max_queue_points=settings.ingest_queue_points, max_batch_points=settings.ingest_max_batch
+        )
+        await pipeline.start()
+        stack.push_async_callback(pipeline.stop)
+
+        devices = DeviceService(repo, cache, store, presence, key_length=settings.api_key_length)
+        telemetry = TelemetryService(settings, store, cache, pipeline, devices)
+        yield Runtime(settings, engine, store, cache, pipeline, presence, devices, telemetry, time.time())

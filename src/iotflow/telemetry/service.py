@@ -1,0 +1,180 @@
+"""Telemetry logic: ingest through the pipeline, history, latest values, aggregates, catalogue."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from iotflow.cache.base import Cache, DeviceAuth
+from iotflow.config import Settings
+from iotflow.devices.service import DeviceService
+from iotflow.errors import ValidationFailed
+from iotflow.ingest.pipeline import IngestPipeline
+from iotflow.storage.timeseries.base import AGGREGATE_FUNCS, Bucket, LatestValue, Record, TimeseriesStore
+from iotflow.telemetry.parse import Message, parse_body
+from iotflow.timeutil import format_ts, now_ms
+
+AGGREGATION_ALIASES = {"avg": "mean", "average": "mean", "std": "stddev"}
+VALID_AGGREGATIONS = sorted({*AGGREGATE_FUNCS, "avg"})
+FILL_MODES = ("none", "null", "previous")
+MAX_BUCKETS = 100_000
+
+
+class Ingested(NamedTuple):
+    messages: list[Message]
+    points: int
+    ts_ms: int  # timestamp of the (first) message
+
+
+def record_dict(record: Record) -> dict[str, Any]:
+    out: dict[str, Any] = {"timestamp": format_ts(record.ts_ms)}
+    out.update(record.values)
+    return out
+
+
+def latest_dict(latest: dict[str, LatestValue]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(flattened record of the newest values, per-key detail)."""
+    record: dict[str, Any] = {}
+    keys: dict[str, Any] = {}
+    newest = max((v.ts_ms for v in latest.values()), default=None)
+    if newest is not None:
+        record["timestamp"] = format_ts(newest)
+    for key in sorted(latest):
+        lv = latest[key]
+        record[key] = lv.value
+        entry: dict[str, Any] = {"value": lv.value, "timestamp": format_ts(lv.ts_ms)}
+        if lv.unit is not None:
+            entry["unit"] = lv.unit
+        keys[key] = entry
+    return record, keys
+
+
+def normalise_aggregation(name: str) -> str:
+    func = AGGREGATION_ALIASES.get(name.lower(), name.lower())
+    if func not in AGGREGATE_FUNCS:
+        raise ValidationFailed(
+            "aggregation",
+            f"Unknown aggregation {name!r}; valid functions: {', '.join(VALID_AGGREGATIONS)}",
+            title="Invalid aggregation",
+            extra={"valid_functions": VALID_AGGREGATIONS},
+        )
+    return func
+
+
+def fill_buckets(
+    buckets: list[Bucket], *, start_ms: int, end_ms: int, window_ms: int, fill: str
+) -> list[Bucket]:
+    if fill == "none":
+        return buckets
+    by_start = {b.start_ms: b for b in buckets}
+    out: list[Bucket] = []
+    previous: float | int | None = None
+    t = start_ms
+    while t <= end_ms:
+        b = by_start.get(t)
+        if b is not None:
+            out.append(b)
+            previous = b.value
+        else:
+            out.append(Bucket(t, previous if fill == "previous" else None, 0))
+        t += window_ms
+    return out
+
+
+class TelemetryService:
+    def __init__(
+        self,
+        settings: Settings,
+        store: TimeseriesStore,
+        cache: Cache,
+        pipeline: IngestPipeline,
+        devices: DeviceService,
+    ) -> None:
+        self._settings = settings
+        self.store = store
+        self._cache = cache
+        self.pipeline = pipeline
+        self._devices = devices
+        self._max_future_ms = settings.max_future_skew * 1000
+
+    async def ingest(self, device: DeviceAuth, body: Any) -> Ingested:
+        """Parse, store (returns after commit), mark the device seen, keep its reported metadata."""
+        now = now_ms()
+        messages = parse_body(body, device.id, now_ms=now, max_future_ms=self._max_future_ms)
+        points = messages[0].points if len(messages) == 1 else [p for m in messages for p in m.points]
+        await self.pipeline.submit(points)
+        presence = self._devices.presence
+        presence.seen(device.id, now)
+        for m in messages:
+            if m.metadata:
+                presence.report(device.id, m.metadata)
+        return Ingested(messages, len(points), messages[0].ts_ms)
+
+    async def history(
+        self,
+        device_id: int,
+        *,
+        keys: Sequence[str] | None,
+        start_ms: int,
+        end_ms: int,
+        limit: int,
+        offset: int = 0,
+        order: str = "desc",
+    ) -> list[Record]:
+        return await self.store.query(
+            device_id, keys=keys, start_ms=start_ms, end_ms=end_ms, limit=limit, offset=offset,
+            order="asc" if order == "asc" else "desc",
+        )
+
+    async def latest(self, device_id: int, keys: Sequence[str] | None = None) -> dict[str, LatestValue]:
+        """Served from the cache; a miss reads the store and fills the cache."""
+        values = await self._cache.get_latest(device_id)
+        if values is None:
+            values = await self.store.latest(device_id)
+            await self._cache.set_latest(device_id, values)
+        if keys:
+            wanted = set(keys)
+            return {k: v for k, v in values.items() if k in wanted}
+        return values
+
+    async def aggregate(
+        self, device_id: int, key: str, func: str, *, start_ms: int, end_ms: int, window_ms: int | None, fill: str
+    ) -> list[Bucket]:
+        if window_ms is not None and (end_ms - start_ms) // window_ms > MAX_BUCKETS:
+            raise ValidationFailed(
+                "window", f"The range holds more than {MAX_BUCKETS} windows; use a larger window or a shorter range"
+            )
+        buckets = await self.store.aggregate(
+            device_id, key, func, start_ms=start_ms, end_ms=end_ms, window_ms=window_ms  # type: ignore[arg-type]
+        )
+        if window_ms is None:
+            return buckets
+        return fill_buckets(buckets, start_ms=start_ms, end_ms=end_ms, window_ms=window_ms, fill=fill)
+
+    async def status(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            await self.store.ping()
+            total_points = await self.store.count_points()
+            last_hour = await self.store.count_points(since_ms=now_ms() - 3_600_000)
+            available = True
+        except Exception:
+            total_points = last_hour = 0
+            available = False
+        pipeline = self.pipeline
+        return {
+            "status": "healthy" if available else "unavailable",
+            "backend": self.store.backend,
+            "available": available,
+            "total_points": total_points,
+            "points_last_hour": last_hour,
+            "response_time_ms": round((time.perf_counter() - started) * 1000, 2),
+            "ingest": {
+                "queue_depth": pipeline.queue_depth,
+                "points_per_second": pipeline.stats.points_per_second(),
+                "batches_committed": pipeline.stats.batches_committed,
+                "points_committed": pipeline.stats.points_committed,
+                "rejected_overload": pipeline.stats.rejected_overload,
+            },
+        }
