@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -17,7 +17,9 @@ from iotflow.errors import ConfigError
 
 T = TypeVar("T")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="IoTFlow: self-hosted IoT device platform.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="IoTFlow: self-hosted IoT device platform."
+)
 db_app = typer.Typer(no_args_is_help=True, help="Database migrations.")
 devices_app = typer.Typer(no_args_is_help=True, help="Manage devices.")
 app.add_typer(db_app, name="db")
@@ -37,7 +39,7 @@ def _settings(**overrides: Any) -> tuple[Settings, str | None]:
         raise  # unreachable
 
 
-def _run(func: Callable[[Settings], Awaitable[T]]) -> T:
+def _run(func: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
     settings, _ = _settings()
     try:
         return asyncio.run(func(settings))
@@ -84,8 +86,11 @@ def serve(
         overrides["workers"] = workers
     settings, new_admin_token = _settings(**overrides)
     if settings.workers > 1:
-        _fail("IOTFLOW_WORKERS > 1 needs PostgreSQL, Redis and an external MQTT broker, "
-              "which this version does not support yet; use 1", 2)
+        _fail(
+            "IOTFLOW_WORKERS > 1 needs PostgreSQL, Redis and an external MQTT broker, "
+            "which this version does not support yet; use 1",
+            2,
+        )
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     base = f"http://{settings.host}:{settings.port}"
     typer.echo(f"IoTFlow {__version__}")
@@ -101,8 +106,14 @@ def serve(
         typer.echo("  Use it as:  Authorization: admin <token>")
     sys.stdout.flush()
     try:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
-                    access_log=False, lifespan="on")
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+        )
     except ConfigError as exc:
         _fail(str(exc))
 
@@ -186,9 +197,17 @@ def devices_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSO
     """List devices."""
 
     async def action(rt: Any) -> list[dict[str, Any]]:
-        devices, _ = await rt.devices.repo.list({}, limit=1_000_000, offset=0)
-        return [{"id": d.id, "name": d.name, "device_type": d.device_type, "status": d.status,
-                 "user_id": d.user_id} for d in devices]
+        devices, _ = await rt.devices.repo.find({}, limit=1_000_000, offset=0)
+        return [
+            {
+                "id": d.id,
+                "name": d.name,
+                "device_type": d.device_type,
+                "status": d.status,
+                "user_id": d.user_id,
+            }
+            for d in devices
+        ]
 
     rows = _run(lambda s: _with_runtime(s, action))
     if as_json:
@@ -221,7 +240,9 @@ def devices_rotate(device_id: int) -> None:
 
 
 @devices_app.command("delete")
-def devices_delete(device_id: int, yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask")] = False) -> None:
+def devices_delete(
+    device_id: int, yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask")] = False
+) -> None:
     """Delete a device and all its telemetry."""
     from iotflow.errors import IoTFlowError
 

@@ -39,7 +39,9 @@ class Settings(BaseSettings):
     mqtt_broker_url: str | None = Field(None, validation_alias=AliasChoices("IOTFLOW_MQTT_BROKER_URL"))
     mqtt_host: str = Field("127.0.0.1", validation_alias=AliasChoices("IOTFLOW_MQTT_HOST"))
     mqtt_port: int = Field(1883, ge=0, le=65535, validation_alias=AliasChoices("IOTFLOW_MQTT_PORT"))
-    mqtt_ws_port: int | None = Field(None, ge=0, le=65535, validation_alias=AliasChoices("IOTFLOW_MQTT_WS_PORT"))
+    mqtt_ws_port: int | None = Field(
+        None, ge=0, le=65535, validation_alias=AliasChoices("IOTFLOW_MQTT_WS_PORT")
+    )
     mqtt_allow_anonymous: bool = Field(False, validation_alias=AliasChoices("IOTFLOW_MQTT_ALLOW_ANONYMOUS"))
     mqtt_dynsec: bool = Field(False, validation_alias=AliasChoices("IOTFLOW_MQTT_DYNSEC"))
     mqtt_max_payload: int = Field(262144, ge=1024, validation_alias=AliasChoices("IOTFLOW_MQTT_MAX_PAYLOAD"))
@@ -54,19 +56,25 @@ class Settings(BaseSettings):
         "open", validation_alias=AliasChoices("IOTFLOW_DEVICE_REGISTRATION")
     )
     user_registration: bool = Field(True, validation_alias=AliasChoices("IOTFLOW_USER_REGISTRATION"))
-    device_offline_after: int = Field(300, ge=1, validation_alias=AliasChoices("IOTFLOW_DEVICE_OFFLINE_AFTER"))
+    device_offline_after: int = Field(
+        300, ge=1, validation_alias=AliasChoices("IOTFLOW_DEVICE_OFFLINE_AFTER")
+    )
 
     rate_limits: bool = Field(True, validation_alias=AliasChoices("IOTFLOW_RATE_LIMITS"))
     rate_limit_per_minute: int = Field(
         600, ge=1, validation_alias=AliasChoices("IOTFLOW_RATE_LIMIT_PER_MINUTE", "RATE_LIMIT_PER_MINUTE")
     )
-    rate_limit_telemetry: int = Field(6000, ge=1, validation_alias=AliasChoices("IOTFLOW_RATE_LIMIT_TELEMETRY"))
+    rate_limit_telemetry: int = Field(
+        6000, ge=1, validation_alias=AliasChoices("IOTFLOW_RATE_LIMIT_TELEMETRY")
+    )
 
     retention_days: int = Field(0, ge=0, validation_alias=AliasChoices("IOTFLOW_RETENTION_DAYS"))
     max_body_bytes: int = Field(1048576, ge=1024, validation_alias=AliasChoices("IOTFLOW_MAX_BODY_BYTES"))
     max_future_skew: int = Field(86400, ge=0, validation_alias=AliasChoices("IOTFLOW_MAX_FUTURE_SKEW"))
 
-    ingest_queue_points: int = Field(200000, ge=1, validation_alias=AliasChoices("IOTFLOW_INGEST_QUEUE_POINTS"))
+    ingest_queue_points: int = Field(
+        200000, ge=1, validation_alias=AliasChoices("IOTFLOW_INGEST_QUEUE_POINTS")
+    )
     ingest_max_batch: int = Field(20000, ge=1, validation_alias=AliasChoices("IOTFLOW_INGEST_MAX_BATCH"))
     ingest_max_delay_ms: int = Field(20, ge=0, validation_alias=AliasChoices("IOTFLOW_INGEST_MAX_DELAY_MS"))
     timeseries_chunk_hours: int = Field(
@@ -88,8 +96,16 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("database_url", "timeseries_url", "redis_url", "mqtt_broker_url", "admin_token",
-                     "secret_key", "cors_origins", mode="before")
+    @field_validator(
+        "database_url",
+        "timeseries_url",
+        "redis_url",
+        "mqtt_broker_url",
+        "admin_token",
+        "secret_key",
+        "cors_origins",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -196,7 +212,7 @@ def describe(settings: Settings) -> dict[str, Any]:
     for name in Settings.model_fields:
         value = getattr(settings, name)
         if name in _SECRET_FIELDS and value:
-            value = value[:4] + "…" if len(value) > 8 else "****"
+            value = value[:4] + "..." if len(value) > 8 else "****"
         elif isinstance(value, str) and "://" in value:
             value = describe_url(value)
         elif isinstance(value, Path):

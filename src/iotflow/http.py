@@ -92,7 +92,9 @@ def query_str(request: Request[Any, Any, Any], *names: str) -> str | None:
     return None
 
 
-def query_int(request: Request[Any, Any, Any], name: str, default: int, *, lo: int = 1, hi: int | None = None) -> int:
+def query_int(
+    request: Request[Any, Any, Any], name: str, default: int, *, lo: int = 1, hi: int | None = None
+) -> int:
     raw = query_str(request, name)
     if raw is None or raw == "":
         return default
@@ -170,10 +172,19 @@ def _http_message(request: Request[Any, Any, Any], status: int, exc: HTTPExcepti
 
 def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     request_id = uuid.uuid4().hex
-    log.error("request %s %s %s failed (request_id=%s)", request.method, request.url.path,
-              type(exc).__name__, request_id, exc_info=exc)
+    log.error(
+        "request %s %s %s failed (request_id=%s)",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+        request_id,
+        exc_info=exc,
+    )
     return _response(
         500,
-        {"error": "Internal server error", "message": "An unexpected error occurred; it has been logged",
-         "request_id": request_id},
+        {
+            "error": "Internal server error",
+            "message": "An unexpected error occurred; it has been logged",
+            "request_id": request_id,
+        },
     )

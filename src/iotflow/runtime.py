@@ -56,7 +56,10 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         stack.push_async_callback(presence.stop)
 
         pipeline = IngestPipeline(
-            store, cache, max_queue_points=settings.ingest_queue_points, max_batch_points=settings.ingest_max_batch
+            store,
+            cache,
+            max_queue_points=settings.ingest_queue_points,
+            max_batch_points=settings.ingest_max_batch,
         )
         await pipeline.start()
         stack.push_async_callback(pipeline.stop)

@@ -23,9 +23,8 @@ Accepted absolute timestamp inputs (:func:`parse_timestamp`):
   the absolute value: seconds (< 1e11), milliseconds (< 1e14), microseconds
   (< 1e17), nanoseconds (>= 1e17). Sub-millisecond parts are floored, so a
   value maps to the millisecond that contains it (also for negative values).
-  Digit strings are converted exactly. A float number of seconds is taken at
-  float precision: if seconds * 1000 is within rounding error of a whole
-  millisecond it is that millisecond (so ``1751466600.123`` gives ``...123``).
+  Digit strings are converted exactly; a float is read as the decimal it
+  stands for (its shortest repr), so ``1751466600.123`` gives ``...123``.
 * A :class:`datetime.datetime` (naive means UTC).
 
 ``bool``, NaN, infinities and instants outside
@@ -90,9 +89,6 @@ _ONE_MS: Final = timedelta(milliseconds=1)
 _SECONDS_LIMIT: Final = 100_000_000_000  # 1e11
 _MILLIS_LIMIT: Final = 100_000_000_000_000  # 1e14
 _MICROS_LIMIT: Final = 100_000_000_000_000_000  # 1e17
-# Relative tolerance for snapping float seconds * 1000 to a whole millisecond: twice
-# the worst-case rounding error of the stored float plus that of the multiplication.
-_FLOAT_SNAP: Final = 4.5e-16
 
 # No timestamp is anywhere near this long; bounds the work done on hostile input.
 _MAX_INPUT_LEN: Final = 128
@@ -191,13 +187,15 @@ def _epoch_float_to_ms(v: float) -> int | None:
     a = -v if v < 0.0 else v
     if a < _SECONDS_LIMIT:
         # Binary floats cannot hold most decimal fractions (1751466600.123 is stored as
-        # 1751466600.12299990...), so a product within float rounding error of a whole
-        # millisecond is taken to be that millisecond; anything else is floored.
-        x = v * 1000.0
-        r = round(x)
-        if abs(x - r) <= (-x if x < 0.0 else x) * _FLOAT_SNAP:
+        # 1751466600.12299990...), so go by the decimal the float stands for: if a whole
+        # number of milliseconds rounds to exactly this float, it is that millisecond
+        # (int / int is correctly rounded). Otherwise floor the exact binary value, which
+        # then lies in the same millisecond as the float's shortest decimal form.
+        r = round(v * 1000.0)
+        if r / 1000 == v:
             return r
-        return math.floor(x)
+        num, den = v.as_integer_ratio()
+        return num * 1000 // den
     if a < _MILLIS_LIMIT:
         return math.floor(v)
     # Float floor division is exact (it does not round the quotient first).

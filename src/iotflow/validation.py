@@ -7,7 +7,6 @@ from typing import Any
 from iotflow.errors import ValidationFailed
 
 
-
 def opt_str(body: dict[str, Any], field: str, *, max_len: int = 1000, min_len: int = 0) -> str | None:
     value = body.get(field)
     if value is None:
@@ -15,7 +14,7 @@ def opt_str(body: dict[str, Any], field: str, *, max_len: int = 1000, min_len: i
     if not isinstance(value, str):
         raise ValidationFailed(field, f"{field} must be a string")
     if not min_len <= len(value) <= max_len:
-        raise ValidationFailed(field, f"{field} must be {min_len}–{max_len} characters long")
+        raise ValidationFailed(field, f"{field} must be {min_len}-{max_len} characters long")
     return value
 
 

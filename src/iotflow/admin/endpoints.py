@@ -33,19 +33,26 @@ async def admin_devices(request: Req) -> dict[str, Any]:
     require_admin(request)
     page = query_int(request, "page", 1, lo=1)
     per_page = query_int(request, "per_page", 50, lo=1, hi=100)
-    filters: dict[str, Any] = {k: v for k in ("status", "device_type", "search") if (v := query_str(request, k))}
+    filters: dict[str, Any] = {
+        k: v for k in ("status", "device_type", "search") if (v := query_str(request, k))
+    }
     user_raw = query_str(request, "user_id")
     if user_raw:
         try:
             filters["user_id"] = int(user_raw)
         except ValueError:
             raise ValidationFailed("user_id", "user_id must be an integer") from None
-    devices, total = await rt.devices.repo.list(filters, limit=per_page, offset=(page - 1) * per_page)
+    devices, total = await rt.devices.repo.find(filters, limit=per_page, offset=(page - 1) * per_page)
     return {
         "status": "success",
         "devices": [await _device_out(request, d) for d in devices],
         "total_devices": total,
-        "pagination": {"page": page, "per_page": per_page, "total": total, "pages": math.ceil(total / per_page)},
+        "pagination": {
+            "page": page,
+            "per_page": per_page,
+            "total": total,
+            "pages": math.ceil(total / per_page),
+        },
     }
 
 
@@ -60,8 +67,12 @@ async def admin_device(request: Req, device_id: int) -> dict[str, Any]:
         "status": "success",
         "device": await _device_out(request, device),
         "configurations": [
-            {"config_key": c.config_key, "config_value": c.config_value, "data_type": c.data_type,
-             "updated_at": format_ts(c.updated_at)}
+            {
+                "config_key": c.config_key,
+                "config_value": c.config_value,
+                "data_type": c.data_type,
+                "updated_at": format_ts(c.updated_at),
+            }
             for c in await rt.devices.configs(device_id)
         ],
         "telemetry_stats": {
@@ -78,7 +89,11 @@ async def admin_update_device(request: Req, device_id: int) -> dict[str, Any]:
     rt = runtime(request)
     require_admin(request)
     device = await rt.devices.update(device_id, await json_object(request))
-    return {"status": "success", "message": "Device updated successfully", "device": await _device_out(request, device)}
+    return {
+        "status": "success",
+        "message": "Device updated successfully",
+        "device": await _device_out(request, device),
+    }
 
 
 @put("/admin/devices/{device_id:int}/status", summary="Set a device's administrative status")
@@ -90,8 +105,13 @@ async def admin_set_status(request: Req, device_id: int) -> dict[str, Any]:
         raise ValidationFailed("status", "status is required: active, inactive or maintenance")
     old = (await rt.devices.get(device_id)).status
     device = await rt.devices.update(device_id, {"status": body["status"]})
-    return {"status": "success", "message": f"Device status updated from {old} to {device.status}",
-            "device_id": device_id, "old_status": old, "new_status": device.status}
+    return {
+        "status": "success",
+        "message": f"Device status updated from {old} to {device.status}",
+        "device_id": device_id,
+        "old_status": old,
+        "new_status": device.status,
+    }
 
 
 @delete("/admin/devices/{device_id:int}", status_code=200, summary="Delete a device and its telemetry")
@@ -99,8 +119,12 @@ async def admin_delete_device(request: Req, device_id: int) -> dict[str, Any]:
     rt = runtime(request)
     require_admin(request)
     device, points = await rt.devices.delete(device_id)
-    return {"status": "success", "message": f"Device {device.name} deleted successfully", "device_id": device_id,
-            "deleted_points": points}
+    return {
+        "status": "success",
+        "message": f"Device {device.name} deleted successfully",
+        "device_id": device_id,
+        "deleted_points": points,
+    }
 
 
 @get("/admin/stats", summary="Device, telemetry and ingest figures")
@@ -151,5 +175,14 @@ async def clear_device_cache(request: Req, device_id: int) -> dict[str, Any]:
     return {"status": "success", "message": f"Cache of device {device_id} cleared", "device_id": device_id}
 
 
-ROUTES = [admin_devices, admin_device, admin_update_device, admin_set_status, admin_delete_device, admin_stats,
-          cache_stats, clear_cache, clear_device_cache]
+ROUTES = [
+    admin_devices,
+    admin_device,
+    admin_update_device,
+    admin_set_status,
+    admin_delete_device,
+    admin_stats,
+    cache_stats,
+    clear_cache,
+    clear_device_cache,
+]

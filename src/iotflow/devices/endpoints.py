@@ -20,8 +20,9 @@ Req = Request[Any, Any, State]
 async def _device_out(request: Req, device: Device) -> dict[str, Any]:
     rt = runtime(request)
     last_seen, online = await rt.devices.connectivity(device)
-    return device_dict(device, last_seen=last_seen, is_online=online,
-                       reported=rt.presence.pending_reported(device.id))
+    return device_dict(
+        device, last_seen=last_seen, is_online=online, reported=rt.presence.pending_reported(device.id)
+    )
 
 
 @post("/devices/register", status_code=201, summary="Register a device and get its API key")
@@ -31,8 +32,10 @@ async def register_device(request: Req) -> dict[str, Any]:
     if rt.settings.device_registration == "authenticated":
         require_admin(request)
     if body.get("user_id") is not None:
-        raise BadRequest("Owners (user_id) come with user accounts, which this version does not have yet",
-                         title="Users not available")
+        raise BadRequest(
+            "Owners (user_id) come with user accounts, which this version does not have yet",
+            title="Users not available",
+        )
     device, api_key = await rt.devices.register(body)
     out = await _device_out(request, device)
     out["api_key"] = api_key
@@ -66,8 +69,13 @@ async def credentials(request: Req) -> dict[str, Any]:
     return {
         "status": "success",
         "device": {
-            "id": auth.id, "name": auth.name, "device_type": auth.device_type, "user_id": auth.user_id,
-            "status": auth.status, "mqtt_topics": _topics(auth.id), "owner": None,
+            "id": auth.id,
+            "name": auth.name,
+            "device_type": auth.device_type,
+            "user_id": auth.user_id,
+            "status": auth.status,
+            "mqtt_topics": _topics(auth.id),
+            "owner": None,
         },
     }
 
@@ -102,7 +110,12 @@ async def heartbeat(request: Req) -> dict[str, Any]:
     await request.body()  # the body is optional and ignored
     ts = now_ms()
     rt.presence.seen(auth.id, ts)
-    return {"message": "Heartbeat received", "device_id": auth.id, "timestamp": format_ts(ts), "status": "online"}
+    return {
+        "message": "Heartbeat received",
+        "device_id": auth.id,
+        "timestamp": format_ts(ts),
+        "status": "online",
+    }
 
 
 @put("/devices/config", summary="A device updates its own status, location and versions")
@@ -117,14 +130,21 @@ async def device_update_self(request: Req) -> dict[str, Any]:
     if changes.get("status") == "inactive":
         raise Forbidden("A device may set itself to active or maintenance, not inactive")
     device = await rt.devices.update(auth.id, changes)
-    return {"message": "Device configuration updated successfully", "device": await _device_out(request, device)}
+    return {
+        "message": "Device configuration updated successfully",
+        "device": await _device_out(request, device),
+    }
 
 
 @get("/devices/config", summary="The calling device's configuration")
 async def device_get_config(request: Req) -> dict[str, Any]:
     rt = runtime(request)
     auth = await require_device(request)
-    return {"status": "success", "device_id": auth.id, "configuration": config_dict(await rt.devices.configs(auth.id))}
+    return {
+        "status": "success",
+        "device_id": auth.id,
+        "configuration": config_dict(await rt.devices.configs(auth.id)),
+    }
 
 
 @post("/devices/config", status_code=200, summary="Set one configuration value of the calling device")
@@ -148,7 +168,11 @@ async def get_configuration(request: Req, device_id: int) -> dict[str, Any]:
     rt = runtime(request)
     require_admin(request)
     await rt.devices.get(device_id)
-    return {"status": "success", "device_id": device_id, "configuration": config_dict(await rt.devices.configs(device_id))}
+    return {
+        "status": "success",
+        "device_id": device_id,
+        "configuration": config_dict(await rt.devices.configs(device_id)),
+    }
 
 
 @put("/devices/{device_id:int}/configuration", summary="Replace a device's configuration (owner or admin)")
@@ -160,7 +184,11 @@ async def put_configuration(request: Req, device_id: int) -> dict[str, Any]:
     if "configuration" not in body:
         raise ValidationFailed("configuration", "configuration is required: an object of key → value")
     await rt.devices.replace_configs(device_id, body["configuration"])
-    return {"status": "success", "device_id": device_id, "configuration": config_dict(await rt.devices.configs(device_id))}
+    return {
+        "status": "success",
+        "device_id": device_id,
+        "configuration": config_dict(await rt.devices.configs(device_id)),
+    }
 
 
 async def _list(request: Req, *, default_limit: int = 100) -> tuple[list[Device], int, int, int]:
@@ -172,7 +200,7 @@ async def _list(request: Req, *, default_limit: int = 100) -> tuple[list[Device]
         value = query_str(request, name)
         if value:
             filters[name] = value
-    devices, total = await rt.devices.repo.list(filters, limit=limit, offset=offset)
+    devices, total = await rt.devices.repo.find(filters, limit=limit, offset=offset)
     return devices, total, limit, offset
 
 
@@ -223,7 +251,11 @@ async def update_device(request: Req, device_id: int) -> dict[str, Any]:
     require_admin(request)
     body = await json_object(request)
     device = await rt.devices.update(device_id, body)
-    return {"status": "success", "message": "Device updated successfully", "device": await _device_out(request, device)}
+    return {
+        "status": "success",
+        "message": "Device updated successfully",
+        "device": await _device_out(request, device),
+    }
 
 
 @delete("/devices/{device_id:int}", status_code=200, summary="Delete a device and its telemetry")
@@ -239,7 +271,11 @@ async def delete_device(request: Req, device_id: int) -> dict[str, Any]:
     }
 
 
-@post("/devices/{device_id:int}/rotate-key", status_code=200, summary="Issue a new API key; the old one stops working")
+@post(
+    "/devices/{device_id:int}/rotate-key",
+    status_code=200,
+    summary="Issue a new API key; the old one stops working",
+)
 async def rotate_key(request: Req, device_id: int) -> dict[str, Any]:
     rt = runtime(request)
     require_admin(request)
@@ -248,7 +284,21 @@ async def rotate_key(request: Req, device_id: int) -> dict[str, Any]:
 
 
 ROUTES = [
-    register_device, own_status, credentials, mqtt_credentials, heartbeat, device_update_self,
-    device_get_config, device_set_config, get_configuration, put_configuration, statuses, list_devices,
-    device_status, get_device, update_device, delete_device, rotate_key,
+    register_device,
+    own_status,
+    credentials,
+    mqtt_credentials,
+    heartbeat,
+    device_update_self,
+    device_get_config,
+    device_set_config,
+    get_configuration,
+    put_configuration,
+    statuses,
+    list_devices,
+    device_status,
+    get_device,
+    update_device,
+    delete_device,
+    rotate_key,
 ]

@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 
 
 class Presence:
-    def __init__(self, repo: DeviceRepository, cache: Cache, *, offline_after_s: int, flush_every_s: float = 1.0):
+    def __init__(
+        self, repo: DeviceRepository, cache: Cache, *, offline_after_s: int, flush_every_s: float = 1.0
+    ):
         self._repo = repo
         self._cache = cache
         self.offline_after_ms = offline_after_s * 1000
@@ -51,7 +53,9 @@ class Presence:
         cached = await self._cache.get_last_seen(stored.keys())
         out: dict[int, int | None] = {}
         for device_id, value in stored.items():
-            candidates = [t for t in (value, cached.get(device_id), self._seen.get(device_id)) if t is not None]
+            candidates = [
+                t for t in (value, cached.get(device_id), self._seen.get(device_id)) if t is not None
+            ]
             out[device_id] = max(candidates) if candidates else None
         return out
 

@@ -44,8 +44,10 @@ class DeviceRepository:
             async with self._sessions() as s, s.begin():
                 s.add(device)
         except IntegrityError:
-            raise Conflict(f"A device named {device.name!r} already exists for this owner",
-                           title="Device name already exists") from None
+            raise Conflict(
+                f"A device named {device.name!r} already exists for this owner",
+                title="Device name already exists",
+            ) from None
         return device
 
     async def get(self, device_id: int) -> Device | None:
@@ -54,9 +56,11 @@ class DeviceRepository:
 
     async def by_key_hash(self, key_hash: str) -> Device | None:
         async with self._sessions() as s:
-            return (await s.execute(select(Device).where(Device.api_key_hash == key_hash))).scalar_one_or_none()
+            return (
+                await s.execute(select(Device).where(Device.api_key_hash == key_hash))
+            ).scalar_one_or_none()
 
-    async def list(self, f: Mapping[str, Any], *, limit: int, offset: int) -> tuple[list[Device], int]:
+    async def find(self, f: Mapping[str, Any], *, limit: int, offset: int) -> tuple[list[Device], int]:
         async with self._sessions() as s:
             total = (await s.execute(_apply_filter(select(func.count(Device.id)), f))).scalar_one()
             stmt = _apply_filter(select(Device), f).order_by(Device.id)
@@ -80,8 +84,9 @@ class DeviceRepository:
                 for name, value in values.items():
                     setattr(device, name, value)
         except IntegrityError:
-            raise Conflict("A device with that name already exists for this owner",
-                           title="Device name already exists") from None
+            raise Conflict(
+                "A device with that name already exists for this owner", title="Device name already exists"
+            ) from None
         return device
 
     async def delete(self, device_id: int) -> bool:
@@ -106,7 +111,9 @@ class DeviceRepository:
 
     async def status_counts(self) -> dict[str, int]:
         async with self._sessions() as s:
-            rows = (await s.execute(select(Device.status, func.count(Device.id)).group_by(Device.status))).all()
+            rows = (
+                await s.execute(select(Device.status, func.count(Device.id)).group_by(Device.status))
+            ).all()
             return {str(status): int(n) for status, n in rows}
 
     async def last_seen_all(self) -> dict[int, int | None]:
@@ -136,7 +143,14 @@ class DeviceRepository:
             for key, value, data_type in items:
                 row = existing.get(key)
                 if row is None:
-                    s.add(DeviceConfiguration(device_id=device_id, config_key=key, config_value=value,
-                                              data_type=data_type, updated_at=now_ms))
+                    s.add(
+                        DeviceConfiguration(
+                            device_id=device_id,
+                            config_key=key,
+                            config_value=value,
+                            data_type=data_type,
+                            updated_at=now_ms,
+                        )
+                    )
                 else:
                     row.config_value, row.data_type, row.updated_at = value, data_type, now_ms

@@ -18,7 +18,9 @@ def ts_or_none(ms: int | None) -> str | None:
     return None if ms is None else format_ts(ms)
 
 
-def device_dict(d: Device, *, last_seen: int | None, is_online: bool, reported: dict[str, Any] | None = None) -> dict[str, Any]:
+def device_dict(
+    d: Device, *, last_seen: int | None, is_online: bool, reported: dict[str, Any] | None = None
+) -> dict[str, Any]:
     attributes = dict(d.attributes or {})
     merged_reported = {**(d.reported or {}), **(reported or {})}
     if merged_reported:
@@ -119,6 +121,10 @@ def decode_config(c: DeviceConfiguration) -> Any:
 
 def config_dict(configs: list[DeviceConfiguration]) -> dict[str, Any]:
     return {
-        c.config_key: {"value": decode_config(c), "data_type": c.data_type, "updated_at": format_ts(c.updated_at)}
+        c.config_key: {
+            "value": decode_config(c),
+            "data_type": c.data_type,
+            "updated_at": format_ts(c.updated_at),
+        }
         for c in configs
     }

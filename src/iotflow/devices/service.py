@@ -10,10 +10,10 @@ from iotflow.devices.presence import Presence
 from iotflow.devices.repository import DeviceRepository
 from iotflow.devices.schemas import DEVICE_STATUSES, encode_config
 from iotflow.errors import BadRequest, NotFound, ValidationFailed
-from iotflow.validation import opt_float, opt_str, req_str
 from iotflow.storage.models import Device, DeviceConfiguration
 from iotflow.storage.timeseries.base import TimeseriesStore
 from iotflow.timeutil import now_ms
+from iotflow.validation import opt_float, opt_str, req_str
 
 EDITABLE_TEXT = {
     "name": (1, 100),
@@ -28,7 +28,11 @@ def _tags(body: dict[str, Any]) -> list[str] | None:
     tags = body.get("tags")
     if tags is None:
         return None
-    if not isinstance(tags, list) or not all(isinstance(t, str) and 0 < len(t) <= 100 for t in tags) or len(tags) > 100:
+    if (
+        not isinstance(tags, list)
+        or not all(isinstance(t, str) and 0 < len(t) <= 100 for t in tags)
+        or len(tags) > 100
+    ):
         raise ValidationFailed("tags", "tags must be a list of at most 100 non-empty strings (≤ 100 chars)")
     return list(dict.fromkeys(tags))
 
@@ -67,7 +71,13 @@ def _auth_of(d: Device) -> DeviceAuth:
 
 class DeviceService:
     def __init__(
-        self, repo: DeviceRepository, cache: Cache, store: TimeseriesStore, presence: Presence, *, key_length: int
+        self,
+        repo: DeviceRepository,
+        cache: Cache,
+        store: TimeseriesStore,
+        presence: Presence,
+        *,
+        key_length: int,
     ) -> None:
         self.repo = repo
         self._cache = cache
@@ -94,7 +104,9 @@ class DeviceService:
     async def rotate_key(self, device_id: int) -> tuple[Device, str]:
         await self.get(device_id)
         api_key = generate_api_key(self._key_length)
-        device = await self.repo.update(device_id, {"api_key_hash": hash_api_key(api_key), "updated_at": now_ms()})
+        device = await self.repo.update(
+            device_id, {"api_key_hash": hash_api_key(api_key), "updated_at": now_ms()}
+        )
         if device is None:
             raise NotFound(f"Device {device_id} not found", title="Device not found")
         await self._cache.forget_device(device_id)
@@ -104,7 +116,7 @@ class DeviceService:
 
     async def register(self, body: dict[str, Any], *, user_id: int | None = None) -> tuple[Device, str]:
         if "name" not in body:
-            raise ValidationFailed("name", "name is required (1–100 characters)")
+            raise ValidationFailed("name", "name is required (1-100 characters)")
         if "device_type" not in body:
             raise ValidationFailed("device_type", "device_type is required")
         values = descriptive_fields(body)
@@ -178,7 +190,7 @@ class DeviceService:
 
     async def set_config(self, device_id: int, key: Any, value: Any, data_type: Any) -> tuple[str, str]:
         if not isinstance(key, str) or not 1 <= len(key) <= 128:
-            raise ValidationFailed("config_key", "config_key is required: a string of 1–128 characters")
+            raise ValidationFailed("config_key", "config_key is required: a string of 1-128 characters")
         if value is None:
             raise ValidationFailed("config_value", "config_value is required")
         if data_type is not None and not isinstance(data_type, str):
@@ -193,7 +205,7 @@ class DeviceService:
         items = []
         for key, value in configuration.items():
             if not 1 <= len(key) <= 128:
-                raise ValidationFailed(f"configuration.{key}", "configuration keys are 1–128 characters")
+                raise ValidationFailed(f"configuration.{key}", "configuration keys are 1-128 characters")
             if value is None:
                 raise ValidationFailed(f"configuration.{key}", "null is not a configuration value")
             text, dtype = encode_config(key, value, None)

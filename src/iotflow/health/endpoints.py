@@ -14,7 +14,7 @@ from iotflow.http import query_bool, query_str, runtime
 from iotflow.timeutil import format_ts, now_ms
 
 Req = Request[Any, Any, State]
-CHECKS = ("database", "telemetry", "cache", "mqtt")
+CHECKS: tuple[str, ...] = ("database", "telemetry", "cache", "mqtt")
 
 
 @get("/", summary="What this server is and where its endpoints are")
@@ -62,8 +62,11 @@ async def status_body(request: Req, include: tuple[str, ...] = CHECKS) -> tuple[
         return {"backend": rt.cache.backend}
 
     async def mqtt() -> dict[str, Any]:
-        return {"mode": rt.settings.mqtt_mode, "enabled": False,
-                "note": "MQTT transport is not available in this version"}
+        return {
+            "mode": rt.settings.mqtt_mode,
+            "enabled": False,
+            "note": "MQTT transport is not available in this version",
+        }
 
     funcs = {"database": database, "telemetry": telemetry, "cache": cache, "mqtt": mqtt}
     checks = {name: await _timed(funcs[name]) for name in include}
@@ -100,7 +103,9 @@ async def health(request: Req) -> Response[dict[str, Any]]:
             include = tuple(i.strip() for i in include_raw.split(",") if i.strip())
             unknown = [i for i in include if i not in CHECKS]
             if unknown:
-                raise ValidationFailed("include", f"Unknown check(s) {', '.join(unknown)}; valid: {', '.join(CHECKS)}")
+                raise ValidationFailed(
+                    "include", f"Unknown check(s) {', '.join(unknown)}; valid: {', '.join(CHECKS)}"
+                )
         body, code = await status_body(request, include)
         return Response(body, status_code=code)
     return Response({"status": "healthy", "message": "IoTFlow is running", "version": __version__})

@@ -19,7 +19,15 @@ from iotflow.telemetry.service import (
     normalise_aggregation,
     record_dict,
 )
-from iotflow.timeutil import TimestampError, WindowError, format_ts, format_window, now_ms, parse_time_bound, parse_window
+from iotflow.timeutil import (
+    TimestampError,
+    WindowError,
+    format_ts,
+    format_window,
+    now_ms,
+    parse_time_bound,
+    parse_window,
+)
 
 Req = Request[Any, Any, State]
 
@@ -28,8 +36,12 @@ DAY = 24 * HOUR
 
 
 def time_range(
-    request: Req, *, default_start: int, start_names: tuple[str, ...] = ("start_time", "start_date"),
-    end_names: tuple[str, ...] = ("end_time", "end_date", "stop_time"), now: int | None = None,
+    request: Req,
+    *,
+    default_start: int,
+    start_names: tuple[str, ...] = ("start_time", "start_date"),
+    end_names: tuple[str, ...] = ("end_time", "end_date", "stop_time"),
+    now: int | None = None,
 ) -> tuple[int, int]:
     now = now_ms() if now is None else now
     start_raw, end_raw = query_str(request, *start_names), query_str(request, *end_names)
@@ -39,7 +51,9 @@ def time_range(
     except TimestampError as exc:
         raise ValidationFailed(exc.field, str(exc), title="Invalid time range") from None
     if start > end:
-        raise ValidationFailed(start_names[0], f"{start_names[0]} is after {end_names[0]}", title="Invalid time range")
+        raise ValidationFailed(
+            start_names[0], f"{start_names[0]} is after {end_names[0]}", title="Invalid time range"
+        )
     return start, end
 
 
@@ -68,27 +82,44 @@ async def _ingest(request: Req) -> tuple[Any, Any]:
 @post("/devices/telemetry", status_code=201, summary="Send telemetry (the device's own key)")
 async def post_device_telemetry(request: Req) -> dict[str, Any]:
     device, result = await _ingest(request)
-    return {"message": "Telemetry data received successfully", "device_id": device.id, "device_name": device.name,
-            "timestamp": format_ts(result.ts_ms), "points": result.points}
+    return {
+        "message": "Telemetry data received successfully",
+        "device_id": device.id,
+        "device_name": device.name,
+        "timestamp": format_ts(result.ts_ms),
+        "points": result.points,
+    }
 
 
 @post("/telemetry", status_code=201, summary="Send telemetry (the device's own key)")
 async def post_telemetry(request: Req) -> dict[str, Any]:
     device, result = await _ingest(request)
-    return {"message": "Telemetry data stored successfully", "device_id": device.id, "device_name": device.name,
-            "timestamp": format_ts(result.ts_ms), "points": result.points}
+    return {
+        "message": "Telemetry data stored successfully",
+        "device_id": device.id,
+        "device_name": device.name,
+        "timestamp": format_ts(result.ts_ms),
+        "points": result.points,
+    }
 
 
-@post("/mqtt/telemetry/{device_id:int}", status_code=201, summary="The HTTP twin of an MQTT telemetry publish")
+@post(
+    "/mqtt/telemetry/{device_id:int}", status_code=201, summary="The HTTP twin of an MQTT telemetry publish"
+)
 async def post_mqtt_telemetry(request: Req, device_id: int) -> dict[str, Any]:
     rt = runtime(request)
     device = await require_device(request, active=True)
     if device.id != device_id:
         raise Forbidden("An API key may only publish for its own device", title="Forbidden: device mismatch")
     result = await rt.telemetry.ingest(device, await json_body(request))
-    return {"status": "success", "message": "Telemetry data processed successfully", "device_id": device.id,
-            "device_name": device.name, "topic": f"iotflow/devices/{device.id}/telemetry",
-            "timestamp": format_ts(result.ts_ms)}
+    return {
+        "status": "success",
+        "message": "Telemetry data processed successfully",
+        "device_id": device.id,
+        "device_name": device.name,
+        "topic": f"iotflow/devices/{device.id}/telemetry",
+        "timestamp": format_ts(result.ts_ms),
+    }
 
 
 # ----- out -------------------------------------------------------------------------------------------
@@ -100,11 +131,18 @@ async def history(request: Req, device_id: int) -> dict[str, Any]:
     device = await _device(request, device_id)
     start, end = time_range(request, default_start=HOUR)
     limit = query_int(request, "limit", 1000, lo=1, hi=10_000)
-    records = await rt.telemetry.history(device_id, keys=query_keys(request), start_ms=start, end_ms=end,
-                                         limit=limit, order=_order(request))
-    return {"device_id": device_id, "device_name": device.name, "device_type": device.device_type,
-            "start_time": format_ts(start), "end_time": format_ts(end),
-            "data": [record_dict(r) for r in records], "count": len(records)}
+    records = await rt.telemetry.history(
+        device_id, keys=query_keys(request), start_ms=start, end_ms=end, limit=limit, order=_order(request)
+    )
+    return {
+        "device_id": device_id,
+        "device_name": device.name,
+        "device_type": device.device_type,
+        "start_time": format_ts(start),
+        "end_time": format_ts(end),
+        "data": [record_dict(r) for r in records],
+        "count": len(records),
+    }
 
 
 @get("/devices/telemetry", summary="The calling device's own history")
@@ -113,10 +151,17 @@ async def own_history(request: Req) -> dict[str, Any]:
     auth = await require_device(request)
     start, end = time_range(request, default_start=DAY)
     limit = query_int(request, "limit", 100, lo=1, hi=1000)
-    records = await rt.telemetry.history(auth.id, keys=query_keys(request), start_ms=start, end_ms=end,
-                                         limit=limit, order=_order(request))
-    return {"status": "success", "telemetry": [record_dict(r) for r in records], "count": len(records),
-            "limit": limit, "start_time": format_ts(start), "end_time": format_ts(end)}
+    records = await rt.telemetry.history(
+        auth.id, keys=query_keys(request), start_ms=start, end_ms=end, limit=limit, order=_order(request)
+    )
+    return {
+        "status": "success",
+        "telemetry": [record_dict(r) for r in records],
+        "count": len(records),
+        "limit": limit,
+        "start_time": format_ts(start),
+        "end_time": format_ts(end),
+    }
 
 
 @get("/telemetry/{device_id:int}/latest", summary="The newest value of every key")
@@ -125,11 +170,20 @@ async def latest(request: Req, device_id: int) -> dict[str, Any]:
     device = await _device(request, device_id)
     values = await rt.telemetry.latest(device_id, query_keys(request))
     if not values:
-        raise NotFound(f"No telemetry data found for device {device_id}", title="No telemetry data found",
-                       extra={"device_id": device_id})
+        raise NotFound(
+            f"No telemetry data found for device {device_id}",
+            title="No telemetry data found",
+            extra={"device_id": device_id},
+        )
     record, keys = latest_dict(values)
-    return {"device_id": device_id, "device_name": device.name, "device_type": device.device_type,
-            "latest_data": record, "data": record, "keys": keys}
+    return {
+        "device_id": device_id,
+        "device_name": device.name,
+        "device_type": device.device_type,
+        "latest_data": record,
+        "data": record,
+        "keys": keys,
+    }
 
 
 def _window(request: Req) -> int:
@@ -162,16 +216,25 @@ async def aggregated(request: Req, device_id: int) -> dict[str, Any]:
     fields = query_keys(request, "fields") or [query_str(request, "field") or "temperature"]
     results: dict[str, list[dict[str, Any]]] = {}
     for field in fields:
-        buckets = await rt.telemetry.aggregate(device_id, field, func, start_ms=start, end_ms=end,
-                                               window_ms=window, fill=fill)
-        results[field] = [{"timestamp": format_ts(b.start_ms), "value": _json_number(b.value), "count": b.count}
-                          for b in buckets]
+        buckets = await rt.telemetry.aggregate(
+            device_id, field, func, start_ms=start, end_ms=end, window_ms=window, fill=fill
+        )
+        results[field] = [
+            {"timestamp": format_ts(b.start_ms), "value": _json_number(b.value), "count": b.count}
+            for b in buckets
+        ]
     first = results[fields[0]]
     out: dict[str, Any] = {
-        "device_id": device_id, "device_name": device.name, "device_type": device.device_type,
-        "field": fields[0] if len(fields) == 1 else ",".join(fields), "aggregation": func_name.lower(),
-        "window": format_window(window), "start_time": format_ts(start), "end_time": format_ts(end),
-        "data": first, "count": len(first),
+        "device_id": device_id,
+        "device_name": device.name,
+        "device_type": device.device_type,
+        "field": fields[0] if len(fields) == 1 else ",".join(fields),
+        "aggregation": func_name.lower(),
+        "window": format_window(window),
+        "start_time": format_ts(start),
+        "end_time": format_ts(end),
+        "data": first,
+        "count": len(first),
     }
     if len(fields) > 1:
         out["fields"] = results
@@ -188,14 +251,24 @@ async def device_measurements(request: Req, device_id: int) -> dict[str, Any]:
     data_type = query_str(request, "data_type")
     keys = [data_type] if data_type else None
     total = await rt.store.count_records(device_id, keys=keys, start_ms=start, end_ms=end)
-    records = await rt.telemetry.history(device_id, keys=keys, start_ms=start, end_ms=end, limit=limit,
-                                         offset=(page - 1) * limit)
+    records = await rt.telemetry.history(
+        device_id, keys=keys, start_ms=start, end_ms=end, limit=limit, offset=(page - 1) * limit
+    )
     return {
-        "success": True, "device_id": device_id, "device_name": device.name, "device_type": device.device_type,
-        "telemetry": [{"timestamp": format_ts(r.ts_ms), "device_id": device_id, "measurements": r.values}
-                      for r in records],
-        "pagination": {"total": total, "currentPage": page, "totalPages": max(1, math.ceil(total / limit)),
-                       "limit": limit},
+        "success": True,
+        "device_id": device_id,
+        "device_name": device.name,
+        "device_type": device.device_type,
+        "telemetry": [
+            {"timestamp": format_ts(r.ts_ms), "device_id": device_id, "measurements": r.values}
+            for r in records
+        ],
+        "pagination": {
+            "total": total,
+            "currentPage": page,
+            "totalPages": max(1, math.ceil(total / limit)),
+            "limit": limit,
+        },
     }
 
 
@@ -210,14 +283,35 @@ async def device_aggregate(request: Req, device_id: int) -> dict[str, Any]:
     if not agg:
         raise ValidationFailed("aggregation", "aggregation is required: avg, sum, min, max or count")
     if agg.lower() not in ("avg", "sum", "min", "max", "count"):
-        raise ValidationFailed("aggregation", "aggregation must be one of avg, sum, min, max, count",
-                               extra={"valid_functions": ["avg", "count", "max", "min", "sum"]})
+        raise ValidationFailed(
+            "aggregation",
+            "aggregation must be one of avg, sum, min, max, count",
+            extra={"valid_functions": ["avg", "count", "max", "min", "sum"]},
+        )
     start, end = time_range(request, default_start=DAY)
-    (bucket,) = await rt.telemetry.aggregate(device_id, data_type, normalise_aggregation(agg), start_ms=start,
-                                             end_ms=end, window_ms=None, fill="none")
-    return {"success": True, "device_id": device_id, "device_name": device.name, "device_type": device.device_type,
-            "aggregation": {"type": agg.lower(), "data_type": data_type, "value": _json_number(bucket.value),
-                            "count": bucket.count, "start_date": format_ts(start), "end_date": format_ts(end)}}
+    (bucket,) = await rt.telemetry.aggregate(
+        device_id,
+        data_type,
+        normalise_aggregation(agg),
+        start_ms=start,
+        end_ms=end,
+        window_ms=None,
+        fill="none",
+    )
+    return {
+        "success": True,
+        "device_id": device_id,
+        "device_name": device.name,
+        "device_type": device.device_type,
+        "aggregation": {
+            "type": agg.lower(),
+            "data_type": data_type,
+            "value": _json_number(bucket.value),
+            "count": bucket.count,
+            "start_date": format_ts(start),
+            "end_date": format_ts(end),
+        },
+    }
 
 
 @get("/telemetry/{device_id:int}/keys", summary="The measurement catalogue of a device")
@@ -225,12 +319,20 @@ async def keys_catalogue(request: Req, device_id: int) -> dict[str, Any]:
     rt = runtime(request)
     await _device(request, device_id)
     infos = await rt.store.keys(device_id)
-    return {"device_id": device_id, "keys": [
-        {"key": i.key, "unit": i.unit,
-         "first_timestamp": None if i.first_ts_ms is None else format_ts(i.first_ts_ms),
-         "last_timestamp": None if i.last_ts_ms is None else format_ts(i.last_ts_ms),
-         "count": i.count, "value_types": i.value_types}
-        for i in infos]}
+    return {
+        "device_id": device_id,
+        "keys": [
+            {
+                "key": i.key,
+                "unit": i.unit,
+                "first_timestamp": None if i.first_ts_ms is None else format_ts(i.first_ts_ms),
+                "last_timestamp": None if i.last_ts_ms is None else format_ts(i.last_ts_ms),
+                "count": i.count,
+                "value_types": i.value_types,
+            }
+            for i in infos
+        ],
+    }
 
 
 @delete("/telemetry/{device_id:int}", status_code=200, summary="Delete telemetry of a device (range, keys)")
@@ -264,9 +366,13 @@ async def delete_telemetry(request: Req, device_id: int) -> dict[str, Any]:
             raise ValidationFailed("keys", "keys must be a list of strings or a comma-separated string")
     deleted = await rt.store.delete(device_id, keys=keys, start_ms=start, end_ms=stop)
     await rt.cache.forget_device(device_id)
-    return {"message": "Telemetry data deleted", "device_id": device_id,
-            "start_time": None if start is None else format_ts(start),
-            "stop_time": None if stop is None else format_ts(stop), "deleted": deleted}
+    return {
+        "message": "Telemetry data deleted",
+        "device_id": device_id,
+        "start_time": None if start is None else format_ts(start),
+        "stop_time": None if stop is None else format_ts(stop),
+        "deleted": deleted,
+    }
 
 
 @get("/telemetry/status", summary="Telemetry store status and ingest figures")
@@ -285,10 +391,13 @@ async def device_summary(request: Req, device_id: int) -> dict[str, Any]:
     include_config = query_bool(request, "include_config", True)
     last_seen, online = await rt.devices.connectivity(device)
     now = now_ms()
-    records = await rt.telemetry.history(device_id, keys=None, start_ms=-(2**62), end_ms=now + DAY, limit=limit)
+    records = await rt.telemetry.history(
+        device_id, keys=None, start_ms=-(2**62), end_ms=now + DAY, limit=limit
+    )
     return {
-        "device": device_dict(device, last_seen=last_seen, is_online=online,
-                              reported=rt.presence.pending_reported(device_id)),
+        "device": device_dict(
+            device, last_seen=last_seen, is_online=online, reported=rt.presence.pending_reported(device_id)
+        ),
         "status": {"is_online": online, "last_seen": ts_or_none(last_seen), "status": device.status},
         "telemetry": {"recent_data": [record_dict(r) for r in records], "count": len(records)},
         "configuration": config_dict(await rt.devices.configs(device_id)) if include_config else None,
@@ -297,6 +406,17 @@ async def device_summary(request: Req, device_id: int) -> dict[str, Any]:
 
 
 ROUTES = [
-    post_device_telemetry, post_telemetry, post_mqtt_telemetry, history, own_history, latest, aggregated,
-    device_measurements, device_aggregate, keys_catalogue, delete_telemetry, telemetry_status, device_summary,
+    post_device_telemetry,
+    post_telemetry,
+    post_mqtt_telemetry,
+    history,
+    own_history,
+    latest,
+    aggregated,
+    device_measurements,
+    device_aggregate,
+    keys_catalogue,
+    delete_telemetry,
+    telemetry_status,
+    device_summary,
 ]

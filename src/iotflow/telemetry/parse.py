@@ -40,10 +40,13 @@ def payloads_of(body: Any) -> list[tuple[str, Any]]:
     else:
         return [("", body)]
     if not items:
-        raise ValidationFailed(prefix or "body", "A batch must contain at least one payload",
-                               title="Telemetry data is required")
+        raise ValidationFailed(
+            prefix or "body", "A batch must contain at least one payload", title="Telemetry data is required"
+        )
     if len(items) > MAX_BATCH:
-        raise ValidationFailed(prefix or "body", f"A batch holds at most {MAX_BATCH} payloads, got {len(items)}")
+        raise ValidationFailed(
+            prefix or "body", f"A batch holds at most {MAX_BATCH} payloads, got {len(items)}"
+        )
     return [(f"{prefix}[{i}]", item) for i, item in enumerate(items)]
 
 
@@ -69,27 +72,38 @@ def parse_payload(
     payload: Any, device_id: int, *, now_ms: int, max_future_ms: int, prefix: str = ""
 ) -> Message:
     if not isinstance(payload, dict):
-        raise ValidationFailed(prefix or "body", "A telemetry payload must be a JSON object with a 'data' object",
-                               title="Invalid data format")
+        raise ValidationFailed(
+            prefix or "body",
+            "A telemetry payload must be a JSON object with a 'data' object",
+            title="Invalid data format",
+        )
     data = payload.get("data")
     if data is None:
-        raise ValidationFailed(_field(prefix, "data"), "'data' is required: an object of key → value",
-                               title="Telemetry data is required")
+        raise ValidationFailed(
+            _field(prefix, "data"),
+            "'data' is required: an object of key → value",
+            title="Telemetry data is required",
+        )
     if not isinstance(data, dict):
-        raise ValidationFailed(_field(prefix, "data"), "'data' must be an object of key → value",
-                               title="Invalid data format")
+        raise ValidationFailed(
+            _field(prefix, "data"), "'data' must be an object of key → value", title="Invalid data format"
+        )
     if not data:
-        raise ValidationFailed(_field(prefix, "data"), "'data' must not be empty",
-                               title="Telemetry data is required")
+        raise ValidationFailed(
+            _field(prefix, "data"), "'data' must not be empty", title="Telemetry data is required"
+        )
     if len(data) > MAX_KEYS:
-        raise ValidationFailed(_field(prefix, "data"), f"At most {MAX_KEYS} keys per message, got {len(data)}")
+        raise ValidationFailed(
+            _field(prefix, "data"), f"At most {MAX_KEYS} keys per message, got {len(data)}"
+        )
 
     raw_ts = payload.get("timestamp", payload.get("ts"))
     if raw_ts is None:
         ts_ms = now_ms
     else:
-        ts_ms = _timestamp(raw_ts, _field(prefix, "timestamp" if "timestamp" in payload else "ts"),
-                           now_ms, max_future_ms)
+        ts_ms = _timestamp(
+            raw_ts, _field(prefix, "timestamp" if "timestamp" in payload else "ts"), now_ms, max_future_ms
+        )
 
     metadata = payload.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
@@ -106,7 +120,9 @@ def parse_payload(
             unit_raw = raw.get("unit")
             if unit_raw is not None:
                 if not isinstance(unit_raw, str) or len(unit_raw) > 64:
-                    raise ValidationFailed(f"{data_prefix}.{key}.unit", "unit must be a string of at most 64 chars")
+                    raise ValidationFailed(
+                        f"{data_prefix}.{key}.unit", "unit must be a string of at most 64 chars"
+                    )
                 unit = unit_raw
             rts = raw.get("timestamp", raw.get("ts"))
             if rts is not None:
@@ -122,7 +138,7 @@ def check_key(key: str, prefix: str) -> None:
     if not key or len(key) > MAX_KEY_LEN or "/" in key or not key.isprintable():
         raise ValidationFailed(
             f"{prefix}.{key}" if key else prefix,
-            f"Invalid key {key!r}: keys are 1–{MAX_KEY_LEN} printable characters without '/'",
+            f"Invalid key {key!r}: keys are 1-{MAX_KEY_LEN} printable characters without '/'",
         )
 
 

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from iotflow.cache.base import Cache, DeviceAuth
 from iotflow.config import Settings
 from iotflow.devices.service import DeviceService
 from iotflow.errors import ValidationFailed
 from iotflow.ingest.pipeline import IngestPipeline
-from iotflow.storage.timeseries.base import AGGREGATE_FUNCS, Bucket, LatestValue, Record, TimeseriesStore
+from iotflow.storage.timeseries.base import (
+    AGGREGATE_FUNCS,
+    AggregateFunc,
+    Bucket,
+    LatestValue,
+    Record,
+    TimeseriesStore,
+)
 from iotflow.telemetry.parse import Message, parse_body
 from iotflow.timeutil import format_ts, now_ms
 
@@ -50,7 +57,7 @@ def latest_dict(latest: dict[str, LatestValue]) -> tuple[dict[str, Any], dict[st
     return record, keys
 
 
-def normalise_aggregation(name: str) -> str:
+def normalise_aggregation(name: str) -> AggregateFunc:
     func = AGGREGATION_ALIASES.get(name.lower(), name.lower())
     if func not in AGGREGATE_FUNCS:
         raise ValidationFailed(
@@ -59,7 +66,7 @@ def normalise_aggregation(name: str) -> str:
             title="Invalid aggregation",
             extra={"valid_functions": VALID_AGGREGATIONS},
         )
-    return func
+    return cast(AggregateFunc, func)
 
 
 def fill_buckets(
@@ -123,7 +130,12 @@ class TelemetryService:
         order: str = "desc",
     ) -> list[Record]:
         return await self.store.query(
-            device_id, keys=keys, start_ms=start_ms, end_ms=end_ms, limit=limit, offset=offset,
+            device_id,
+            keys=keys,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            limit=limit,
+            offset=offset,
             order="asc" if order == "asc" else "desc",
         )
 
@@ -139,14 +151,28 @@ class TelemetryService:
         return values
 
     async def aggregate(
-        self, device_id: int, key: str, func: str, *, start_ms: int, end_ms: int, window_ms: int | None, fill: str
+        self,
+        device_id: int,
+        key: str,
+        func: AggregateFunc,
+        *,
+        start_ms: int,
+        end_ms: int,
+        window_ms: int | None,
+        fill: str,
     ) -> list[Bucket]:
         if window_ms is not None and (end_ms - start_ms) // window_ms > MAX_BUCKETS:
             raise ValidationFailed(
-                "window", f"The range holds more than {MAX_BUCKETS} windows; use a larger window or a shorter range"
+                "window",
+                f"The range holds more than {MAX_BUCKETS} windows; use a larger window or a shorter range",
             )
         buckets = await self.store.aggregate(
-            device_id, key, func, start_ms=start_ms, end_ms=end_ms, window_ms=window_ms  # type: ignore[arg-type]
+            device_id,
+            key,
+            func,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            window_ms=window_ms,
         )
         if window_ms is None:
             return buckets

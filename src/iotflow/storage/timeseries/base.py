@@ -50,7 +50,7 @@ class Bucket(NamedTuple):
 
     start_ms: int
     value: float | int | None
-    count: int
+    count: int  # type: ignore[assignment]  # (shadows tuple.count on purpose: the API field name)
 
 
 class SeriesInfo(NamedTuple):
@@ -60,7 +60,7 @@ class SeriesInfo(NamedTuple):
     unit: str | None
     first_ts_ms: int | None
     last_ts_ms: int | None
-    count: int
+    count: int  # type: ignore[assignment]  # (shadows tuple.count on purpose: the API field name)
     value_types: list[str]  # sorted subset of "float", "int", "bool", "string", "json"
 
 
