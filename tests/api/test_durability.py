@@ -1,0 +1,105 @@
+"""Acknowledged data survives a restart and a kill -9 in the middle of a load."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ADMIN
+from tests.server import Server
+
+T0_MS = 1751466600000
+
+
+def _register(client: httpx.Client, name: str) -> dict[str, Any]:
+    r = client.post("/api/v1/devices/register", json={"name": name, "device_type": "sensor"})
+    assert r.status_code == 201
+    return r.json()["device"]  # type: ignore[no-any-return]
+
+
+def _stored_timestamps(client: httpx.Client, device_id: int) -> set[str]:
+    r = client.get(
+        f"/api/v1/telemetry/{device_id}",
+        headers=ADMIN,
+        params={"start_time": "2025-07-01T00:00:00Z", "end_time": "2025-07-10T00:00:00Z", "limit": 10000},
+    )
+    assert r.status_code == 200
+    return {rec["timestamp"] for rec in r.json()["data"]}
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+
+def test_restart_keeps_everything(tmp_path: Path) -> None:
+    srv = Server(tmp_path / "data").start()
+    try:
+        with srv.client() as c:
+            dev = _register(c, "keeper")
+            h = {"X-API-Key": dev["api_key"]}
+            batch = [{"data": {"v": i, "s": f"O'Brien {i}"}, "timestamp": T0_MS + i} for i in range(500)]
+            assert c.post("/api/v1/devices/telemetry", json={"batch": batch}, headers=h).status_code == 201
+            c.post("/api/v1/devices/config", json={"config_key": "k", "config_value": 1}, headers=h)
+            c.post("/api/v1/devices/heartbeat", headers=h)
+        srv.stop()
+        srv.start()
+        with srv.client() as c:
+            assert len(_stored_timestamps(c, dev["id"])) == 500
+            assert c.get("/api/v1/devices/config", headers=h).json()["configuration"]["k"]["value"] == 1
+            status = c.get("/api/v1/devices/status", headers=h).json()["device"]
+            assert status["telemetry_count"] == 1000 and status["last_seen"] is not None
+            latest = c.get(f"/api/v1/telemetry/{dev['id']}/latest", headers=h).json()["data"]
+            assert latest["v"] == 499 and latest["s"] == "O'Brien 499"
+    finally:
+        srv.stop()
+
+
+@pytest.mark.slow
+def test_kill_9_loses_no_acknowledged_point(tmp_path: Path) -> None:
+    srv = Server(tmp_path / "data").start()
+    with srv.client() as c:
+        devices = [_register(c, f"crash-{i}") for i in range(8)]
+    acked: dict[int, list[int]] = {d["id"]: [] for d in devices}
+    stop = threading.Event()
+
+    def worker(dev: dict[str, Any], offset: int) -> None:
+        h = {"X-API-Key": dev["api_key"]}
+        with httpx.Client(base_url=srv.url, timeout=10) as client:
+            i = 0
+            while not stop.is_set():
+                ts = T0_MS + offset + i * 1000
+                i += 1
+                try:
+                    r = client.post(
+                        "/api/v1/devices/telemetry", json={"data": {"v": i}, "timestamp": ts}, headers=h
+                    )
+                except httpx.TransportError:
+                    return  # the server died mid-request: not acknowledged
+                if r.status_code == 201:
+                    acked[dev["id"]].append(ts)
+
+    threads = [threading.Thread(target=worker, args=(d, k)) for d in devices for k in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(2.0)
+    srv.kill9()
+    stop.set()
+    for t in threads:
+        t.join(15)
+    total = sum(len(v) for v in acked.values())
+    print(f"acknowledged before kill -9: {total}")
+    assert total > 200, f"the load produced too few acknowledged posts ({total}) to mean anything"
+    srv.start()
+    try:
+        with srv.client() as c:
+            for device_id, stamps in acked.items():
+                stored = _stored_timestamps(c, device_id)
+                missing = {_iso(ts) for ts in stamps} - stored
+                assert not missing, f"device {device_id}: {len(missing)} acknowledged points lost"
+    finally:
+        srv.stop()

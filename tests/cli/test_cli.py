@@ -1,0 +1,115 @@
+"""The ``iotflow`` command line, run as a user would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.server import Server
+
+
+def iotflow(
+    data_dir: Path, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("IOTFLOW_")}
+    full_env.update({"IOTFLOW_DATA_DIR": str(data_dir), **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "iotflow", *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        input=stdin,
+    )
+
+
+def test_config_masks_secrets_and_names_bad_settings(tmp_path: Path) -> None:
+    out = iotflow(
+        tmp_path,
+        "config",
+        env={
+            "IOTFLOW_ADMIN_TOKEN": "supersecretadmintoken",
+            "IOTFLOW_DATABASE_URL": "postgresql://bob:hunter2@db/iot",
+        },
+    )
+    assert out.returncode == 0, out.stderr
+    assert "supersecretadmintoken" not in out.stdout and "hunter2" not in out.stdout
+    assert "IOTFLOW_PORT=5000" in out.stdout and "IOTFLOW_DEVICE_REGISTRATION=open" in out.stdout
+    bad = iotflow(tmp_path, "config", env={"IOTFLOW_PORT": "seventy"})
+    assert bad.returncode == 1
+    assert bad.stderr.count("\n") == 1 and "IOTFLOW_PORT" in bad.stderr
+    alias = iotflow(tmp_path, "config", env={"PORT": "6001"})
+    assert "IOTFLOW_PORT=6001" in alias.stdout
+    both = iotflow(tmp_path, "config", env={"PORT": "6001", "IOTFLOW_PORT": "6002"})
+    assert "IOTFLOW_PORT=6002" in both.stdout
+
+
+def test_serve_refuses_bad_settings_in_one_line(tmp_path: Path) -> None:
+    out = iotflow(tmp_path, "serve", env={"IOTFLOW_DEVICE_REGISTRATION": "sometimes"})
+    assert (
+        out.returncode == 1 and "IOTFLOW_DEVICE_REGISTRATION" in out.stderr and "Traceback" not in out.stderr
+    )
+
+
+def test_devices_lifecycle_and_db(tmp_path: Path) -> None:
+    assert iotflow(tmp_path, "db", "upgrade").returncode == 0
+    assert iotflow(tmp_path, "db", "current").stdout.strip().startswith("0001")
+    created = iotflow(tmp_path, "devices", "create", "Boiler; DROP TABLE devices", "--type", "thermostat")
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.split("api key:")[1].strip()
+    assert len(key) == 32
+    listed = json.loads(iotflow(tmp_path, "devices", "list", "--json").stdout)
+    assert listed == [
+        {
+            "id": 1,
+            "name": "Boiler; DROP TABLE devices",
+            "device_type": "thermostat",
+            "status": "active",
+            "user_id": None,
+        }
+    ]
+    dup = iotflow(tmp_path, "devices", "create", "Boiler; DROP TABLE devices", "--type", "x")
+    assert dup.returncode == 1 and "already exists" in dup.stderr
+    rotated = iotflow(tmp_path, "devices", "rotate-key", "1")
+    new_key = rotated.stdout.split("api key:")[1].strip()
+    assert new_key != key and len(new_key) == 32
+    # the new key works against a server on the same data directory; the old one does not
+    srv = Server(tmp_path).start()
+    try:
+        with srv.client() as c:
+            assert c.get("/api/v1/devices/status", headers={"X-API-Key": new_key}).status_code == 200
+            assert c.get("/api/v1/devices/status", headers={"X-API-Key": key}).status_code == 401
+    finally:
+        srv.stop()
+    assert iotflow(tmp_path, "devices", "rotate-key", "42").returncode == 1
+    deleted = iotflow(tmp_path, "devices", "delete", "1", "--yes")
+    assert deleted.returncode == 0 and "deleted" in deleted.stdout
+    assert json.loads(iotflow(tmp_path, "devices", "list", "--json").stdout) == []
+
+
+def test_first_start_prints_the_generated_admin_token_once(tmp_path: Path) -> None:
+    env_free = {k: v for k, v in os.environ.items() if k != "IOTFLOW_ADMIN_TOKEN"}
+    srv = Server(tmp_path / "d")
+    srv.env = {k: v for k, v in srv.env.items() if k != "IOTFLOW_ADMIN_TOKEN"} | {
+        k: v for k, v in env_free.items() if k == "PATH"
+    }
+    srv.start()
+    try:
+        token = (tmp_path / "d" / "admin_token").read_text().strip()
+        assert (tmp_path / "d" / "admin_token").stat().st_mode & 0o777 == 0o600
+        assert len(token) >= 32 and token in srv.log()
+        with httpx.Client(base_url=srv.url) as c:
+            assert (
+                c.get("/api/v1/admin/stats", headers={"Authorization": f"admin {token}"}).status_code == 200
+            )
+        srv.stop()
+        before = srv.log().count(token)
+        srv.start()
+        assert srv.log().count(token) == before  # not printed again
+    finally:
+        srv.stop()
