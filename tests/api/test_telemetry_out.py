@@ -336,6 +336,8 @@ def test_reads_are_limited_to_own_device_or_admin(api: httpx.Client, loaded: dic
         assert get(api, path, d).status_code == 200, path
     assert api.delete(f"/api/v1/telemetry/{d['id']}", headers=key_headers(other)).status_code == 403
     assert get(api, "/telemetry/999999", None).status_code == 404
+    assert get(api, "/telemetry/99999999999999999999999", None).status_code == 404
+    assert get(api, "/telemetry/-1", None).status_code == 404
 
 
 def test_status(api: httpx.Client, loaded: dict[str, Any]) -> None:

@@ -15,6 +15,8 @@ from iotflow.storage.timeseries.base import TimeseriesStore
 from iotflow.timeutil import now_ms
 from iotflow.validation import opt_float, opt_str, req_str
 
+MAX_ID = 2**63 - 1  # ids beyond a 64-bit integer cannot exist: 404 without asking the database
+
 EDITABLE_TEXT = {
     "name": (1, 100),
     "description": (0, 1000),
@@ -135,7 +137,7 @@ class DeviceService:
         return await self.repo.add(device), api_key
 
     async def get(self, device_id: int) -> Device:
-        device = await self.repo.get(device_id)
+        device = await self.repo.get(device_id) if 0 < device_id <= MAX_ID else None
         if device is None:
             raise NotFound(f"Device {device_id} not found", title="Device not found")
         return device
