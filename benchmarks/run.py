@@ -1,0 +1,364 @@
+"""IoTFlow ingest benchmarks: P1 (one reading per POST), P2 (batched POSTs), P9 (latency).
+
+    python -m benchmarks.run [--quick] [--duration S] [--generator auto|wrk|python]
+
+Prints one JSON object to stdout (progress goes to stderr). See benchmarks/README.md for what each
+row means. The exit code is 0 when every benchmark ran (whatever the pass flags say) and 1 when one
+could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import pyload, wrk
+from benchmarks.loadgen import LoadResult
+from benchmarks.payloads import Workload, base_timestamp_ms
+from benchmarks.servers import (
+    ServerProcess,
+    bare_asgi_server,
+    iotflow_server,
+    register_device,
+    stored_points,
+)
+from benchmarks.store_write import measure as store_write_measure
+
+P1_WHAT = "HTTP, one reading per POST, 1 worker, stored"
+P2_WHAT = "HTTP batched, 500 points per POST"
+P9_WHAT = "latency p99 at half the P1 rate"
+P1_TARGET = 0.35
+P2_TARGET = 0.6
+P2_TARGET_ABS = 150_000
+P9_TARGET_MS = 25.0
+# A measured run's timestamps start this far (~28 h) after its warm-up's, on the same devices.
+MEASURED_OFFSET_MS = 100_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    quick: bool
+    duration: float
+    warmup: float
+    tool: str  # "wrk" or "python"
+    p1_connections: int = 50
+    p1_threads: int = 2
+    p1_devices: int = 10
+    p2_connections: int = 16
+    p2_threads: int = 2
+    # Enough devices that one device's batches practically never overtake each other in flight.
+    p2_devices: int = 64
+    p9_connections: int = 64
+    store_points: int = 200_000
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def loadavg() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+class Bench:
+    """Runs the load and keeps every run's figures for the generator and stored-point accounting."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.runs: dict[str, dict[str, Any]] = {}
+        self.generator_cpu = 0.0
+        self.acknowledged_requests = 0
+        self.acknowledged_points = 0
+
+    def _record(self, name: str, result: LoadResult, server: ServerProcess, cpu0: float | None) -> None:
+        cpu1 = server.cpu_seconds()
+        summary = result.summary()
+        if cpu0 is not None and cpu1 is not None:
+            summary["server_cpu_seconds"] = round(cpu1 - cpu0, 3)
+        self.runs[name] = summary
+        self.generator_cpu += result.cpu_seconds
+        if server.name == "iotflow":
+            acknowledged = result.ok + result.unmeasured_ok
+            self.acknowledged_requests += acknowledged
+            self.acknowledged_points += acknowledged * result.points_per_request
+        log(
+            f"{name}: {result.ok_per_s:,.0f} 2xx/s ({result.points_per_s:,.0f} points/s), "
+            f"non-2xx {result.non_2xx}, socket errors {result.socket_errors}, "
+            f"p99 {result.latency_ms.get('p99', 0):.1f} ms"
+        )
+
+    def closed(
+        self, name: str, server: ServerProcess, workload: Workload, *, connections: int, threads: int
+    ) -> LoadResult:
+        """A warm-up, then the measured closed-loop run (same devices, later timestamps)."""
+        cfg = self.config
+        for run_name, duration, load in (
+            (f"{name}_warmup", cfg.warmup, workload),
+            (name, cfg.duration, workload.shifted(MEASURED_OFFSET_MS)),
+        ):
+            cpu0 = server.cpu_seconds()
+            if cfg.tool == "wrk":
+                result = wrk.run_wrk(
+                    server.url, load, connections=connections, threads=threads, duration=duration
+                )
+            else:
+                result = pyload.closed_loop(server.url, load, connections=connections, duration=duration)
+            self._record(run_name, result, server, cpu0)
+        return result
+
+    def open(self, name: str, server: ServerProcess, workload: Workload, *, rate: float) -> LoadResult:
+        """Open loop at ``rate``: a warm-up at that rate, then the measured window."""
+        cpu0 = server.cpu_seconds()
+        result = pyload.open_loop(
+            server.url,
+            workload,
+            rate=rate,
+            duration=self.config.duration,
+            connections=self.config.p9_connections,
+            warmup=self.config.warmup,
+        )
+        self._record(name, result, server, cpu0)
+        return result
+
+
+def devices(server: ServerProcess, prefix: str, count: int) -> tuple[str, ...]:
+    return tuple(register_device(server, f"bench-{prefix}-{i}") for i in range(count))
+
+
+def _error_row(what: str, exc: BaseException) -> dict[str, Any]:
+    return {"what": what, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _ratio(value: float, baseline: float) -> float:
+    return round(value / baseline, 4) if baseline > 0 else 0.0
+
+
+def run(config: Config) -> tuple[dict[str, Any], bool]:
+    """All benchmarks; returns the report and whether every benchmark ran."""
+    cfg = config
+    out: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "loadavg_before": loadavg(), "loadavg_after": []},
+        "generator": {},
+    }
+    if cfg.quick:
+        out["quick"] = True
+    bench = Bench(cfg)
+    errors: dict[str, str] = {}
+
+    # Baseline of P2: the store's own write rate, in-process.
+    store_rate: float | None = None
+    try:
+        log(f"store write_batch baseline: {cfg.store_points:,} points")
+        with tempfile.TemporaryDirectory(prefix="iotflow-bench-store-") as tmp:
+            store_rate = asyncio.run(store_write_measure(str(Path(tmp) / "telemetry.db"), cfg.store_points))
+        log(f"store write_batch: {store_rate:,.0f} points/s")
+    except Exception as exc:
+        errors["P2"] = f"store baseline failed: {type(exc).__name__}: {exc}"
+        log(errors["P2"])
+
+    # Baseline of P1: a bare ASGI app under the same uvicorn options and the same load.
+    bare_rate: float | None = None
+    try:
+        with bare_asgi_server() as bare:
+            log(f"bare ASGI baseline on {bare.url}")
+            workload = Workload("single", ("bare-asgi-key",), base_timestamp_ms())
+            result = bench.closed(
+                "P1_baseline", bare, workload, connections=cfg.p1_connections, threads=cfg.p1_threads
+            )
+            bare_rate = result.ok_per_s
+    except Exception as exc:
+        errors["P1"] = f"bare ASGI baseline failed: {type(exc).__name__}: {exc}"
+        log(errors["P1"])
+
+    try:
+        with iotflow_server() as server:
+            log(f"IoTFlow on {server.url}")
+            _iotflow_runs(bench, server, out, bare_rate, store_rate)
+    except Exception as exc:
+        out["stored_check"] = {"error": f"{type(exc).__name__}: {exc}"}
+        log(f"IoTFlow runs failed: {exc}")
+
+    for key, what in (("P1", P1_WHAT), ("P2", P2_WHAT), ("P9", P9_WHAT)):
+        if key in errors:
+            out[key] = {"what": what, "error": errors[key], **out.get(key, {})}
+        out.setdefault(key, {"what": what, "error": "not run"})
+    out.setdefault("stored_check", {"error": "not run"})
+    out["machine"]["loadavg_after"] = loadavg()
+    out["generator"] = {
+        "tool": cfg.tool,
+        "cpu_seconds": round(bench.generator_cpu, 3),
+        "note": _generator_note(cfg),
+        "cpu_seconds_by_run": {name: r["generator_cpu_seconds"] for name, r in bench.runs.items()},
+    }
+    out["runs"] = bench.runs
+    ran_all = not any("error" in out[key] for key in ("P1", "P2", "P9", "stored_check"))
+    return out, ran_all
+
+
+def _iotflow_runs(
+    bench: Bench,
+    server: ServerProcess,
+    out: dict[str, Any],
+    bare_rate: float | None,
+    store_rate: float | None,
+) -> None:
+    cfg = bench.config
+    base_ts = base_timestamp_ms()
+
+    def attempt(key: str, what: str, body: Callable[[], dict[str, Any]]) -> None:
+        try:
+            out[key] = {"what": what, **body()}
+        except Exception as exc:
+            out[key] = _error_row(what, exc)
+            log(f"{key} failed: {exc}")
+
+    p1_rate: float | None = None
+
+    def p1() -> dict[str, Any]:
+        nonlocal p1_rate
+        workload = Workload("single", devices(server, "p1", cfg.p1_devices), base_ts)
+        result = bench.closed("P1", server, workload, connections=cfg.p1_connections, threads=cfg.p1_threads)
+        p1_rate = result.ok_per_s
+        if bare_rate is None:
+            raise RuntimeError("no baseline: the bare ASGI run failed")
+        ratio = _ratio(result.ok_per_s, bare_rate)
+        return {
+            "value": round(result.ok_per_s, 1),
+            "baseline": round(bare_rate, 1),
+            "ratio": ratio,
+            "target": P1_TARGET,
+            "pass": ratio >= P1_TARGET,
+            "unit": "req/s",
+        }
+
+    def p9() -> dict[str, Any]:
+        if not p1_rate:
+            raise RuntimeError("needs the P1 rate, which is missing")
+        rate = p1_rate / 2
+        workload = Workload("single", devices(server, "p9", cfg.p1_devices), base_ts)
+        result = bench.open("P9", server, workload, rate=rate)
+        achieved = result.ok_per_s + result.non_2xx / result.seconds if result.seconds > 0 else 0.0
+        p99 = result.latency_ms["p99"]
+        note = (
+            f"open-loop Python client (asyncio, up to {cfg.p9_connections} requests in flight, "
+            f"{cfg.warmup:g} s warm-up at the same rate not measured); latency runs from each request's "
+            f"release on a 1 ms tick (release lag behind the exact schedule, ms: "
+            f"{result.extra.get('dispatch_lag_ms')})"
+        )
+        if achieved < 0.95 * rate:
+            note += f"; the client could not sustain {rate:,.0f} req/s, it achieved {achieved:,.0f} req/s"
+        return {
+            "value": round(p99, 2),
+            "target": P9_TARGET_MS,
+            "pass": p99 <= P9_TARGET_MS,
+            "unit": "ms",
+            "rate": round(rate, 1),
+            "achieved_rate": round(achieved, 1),
+            "p50_ms": round(result.latency_ms["p50"], 2),
+            "note": note,
+        }
+
+    def p2() -> dict[str, Any]:
+        workload = Workload("batch", devices(server, "p2", cfg.p2_devices), base_ts)
+        result = bench.closed("P2", server, workload, connections=cfg.p2_connections, threads=cfg.p2_threads)
+        if store_rate is None:
+            raise RuntimeError("no baseline: the store write_batch run failed")
+        ratio = _ratio(result.points_per_s, store_rate)
+        return {
+            "value": round(result.points_per_s, 1),
+            "baseline": round(store_rate, 1),
+            "ratio": ratio,
+            "target": P2_TARGET,
+            "target_abs": P2_TARGET_ABS,
+            "pass": ratio >= P2_TARGET and result.points_per_s >= P2_TARGET_ABS,
+            "pass_ratio": ratio >= P2_TARGET,
+            "pass_abs": result.points_per_s >= P2_TARGET_ABS,
+            "unit": "points/s",
+        }
+
+    attempt("P1", P1_WHAT, p1)
+    attempt("P9", P9_WHAT, p9)
+    attempt("P2", P2_WHAT, p2)
+
+    try:
+        stored = stored_points(server)
+        out["stored_check"] = {
+            "sent_2xx": bench.acknowledged_requests,
+            "acknowledged_points": bench.acknowledged_points,
+            "stored_points": stored,
+            "ok": stored >= bench.acknowledged_points,
+            "note": "all IoTFlow runs incl. warm-ups; stored may exceed acknowledged by the requests "
+            "still in flight when a run's time was up",
+        }
+        log(f"stored check: acknowledged {bench.acknowledged_points:,} points, stored {stored:,}")
+    except Exception as exc:
+        out["stored_check"] = {"error": f"{type(exc).__name__}: {exc}"}
+        log(f"stored check failed: {exc}")
+
+
+def _generator_note(cfg: Config) -> str:
+    if cfg.tool == "wrk":
+        return (
+            f"wrk, closed loop (P1 and its baseline: {cfg.p1_threads} threads x {cfg.p1_connections} "
+            f"connections; P2: {cfg.p2_threads} x {cfg.p2_connections}), on the same "
+            f"{os.cpu_count()}-CPU machine as the server; P9 uses an open-loop Python client in this "
+            "process; cpu_seconds sums all runs including warm-ups"
+        )
+    return (
+        "wrk not found (apt-get install wrk): a Python asyncio client generated the load on the same "
+        "machine, so P1, its baseline and P2 are generator-bound and understate the server; "
+        "cpu_seconds sums all runs including warm-ups"
+    )
+
+
+def parse_args(argv: list[str] | None) -> Config:
+    parser = argparse.ArgumentParser(description="IoTFlow ingest benchmarks (JSON on stdout).")
+    parser.add_argument("--quick", action="store_true", help="short runs that only prove each benchmark runs")
+    parser.add_argument("--duration", type=float, help="seconds per measured run (default 10, quick 2)")
+    parser.add_argument(
+        "--generator",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="load generator for the closed-loop runs (default: wrk when installed)",
+    )
+    args = parser.parse_args(argv)
+    duration = args.duration if args.duration is not None else (2.0 if args.quick else 10.0)
+    if duration <= 0:
+        parser.error("--duration must be positive")
+    tool = args.generator
+    if tool == "auto":
+        tool = "wrk" if wrk.available() else "python"
+    elif tool == "wrk" and not wrk.available():
+        parser.error("wrk is not installed (apt-get install wrk)")
+    return Config(
+        quick=args.quick,
+        duration=duration,
+        warmup=1.0,
+        tool=tool,
+        store_points=20_000 if args.quick else 200_000,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    started = time.perf_counter()
+    report, ran_all = run(config)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(report, indent=2))
+    return 0 if ran_all else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
