@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,6 +22,18 @@ from iotflow.runtime import open_runtime
 from iotflow.telemetry.endpoints import ROUTES as TELEMETRY_ROUTES
 
 
+def _tune_gc() -> None:
+    """Keep the garbage collector from pausing request handling.
+
+    Under load the default thresholds ran a full collection about once a second, each pausing the
+    event loop for ~85 ms while walking every long-lived object. Freezing what start-up created moves
+    it out of the collector's view, and a larger young-generation threshold makes collections rarer.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def create_app(settings: Settings) -> Litestar:
     """Build the app for complete settings (see :func:`iotflow.config.prepare_data_dir`)."""
 
@@ -28,6 +41,7 @@ def create_app(settings: Settings) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_runtime(settings) as rt:
             app.state.runtime = rt
+            _tune_gc()
             yield
 
     api = Router(path="/api/v1", route_handlers=[*DEVICE_ROUTES, *TELEMETRY_ROUTES, *ADMIN_ROUTES])

@@ -76,6 +76,15 @@ def test_missing_timestamp_means_receive_time(api: httpx.Client, device: dict[st
     assert rec["timestamp"].endswith("Z")
 
 
+def test_readings_without_timestamp_never_replace_each_other(api: httpx.Client, device: dict[str, Any]) -> None:
+    """Receive-time stamps are unique per device, so every acknowledged reading is kept."""
+    assert post(api, device, {"batch": [{"data": {"n": i}} for i in range(5)]}).status_code == 201
+    for i in range(5, 25):
+        assert post(api, device, {"data": {"n": i}}).status_code == 201
+    records = history(api, device, start_time="-1m", order="asc")
+    assert [r["n"] for r in records] == list(range(25))
+
+
 def test_values_keep_their_types(api: httpx.Client, device: dict[str, Any]) -> None:
     data = {
         "f": 23.5,

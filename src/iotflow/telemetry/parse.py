@@ -8,6 +8,7 @@ rejects the request, naming the field (``batch[3].data.temperature``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from iotflow.errors import BadRequest, InvalidTimestamp, ValidationFailed
@@ -50,9 +51,19 @@ def payloads_of(body: Any) -> list[tuple[str, Any]]:
     return [(f"{prefix}[{i}]", item) for i, item in enumerate(items)]
 
 
-def parse_body(body: Any, device_id: int, *, now_ms: int, max_future_ms: int) -> list[Message]:
+def parse_body(
+    body: Any, device_id: int, *, now_ms: int, max_future_ms: int, receive_ts: Callable[[], int] | None = None
+) -> list[Message]:
+    """Parse every payload of a body. ``receive_ts`` stamps payloads that carry no timestamp."""
     return [
-        parse_payload(payload, device_id, now_ms=now_ms, max_future_ms=max_future_ms, prefix=prefix)
+        parse_payload(
+            payload,
+            device_id,
+            now_ms=now_ms,
+            max_future_ms=max_future_ms,
+            prefix=prefix,
+            receive_ts=receive_ts,
+        )
         for prefix, payload in payloads_of(body)
     ]
 
@@ -69,7 +80,13 @@ def _timestamp(value: Any, field: str, now_ms: int, max_future_ms: int) -> int:
 
 
 def parse_payload(
-    payload: Any, device_id: int, *, now_ms: int, max_future_ms: int, prefix: str = ""
+    payload: Any,
+    device_id: int,
+    *,
+    now_ms: int,
+    max_future_ms: int,
+    prefix: str = "",
+    receive_ts: Callable[[], int] | None = None,
 ) -> Message:
     if not isinstance(payload, dict):
         raise ValidationFailed(
@@ -99,7 +116,7 @@ def parse_payload(
 
     raw_ts = payload.get("timestamp", payload.get("ts"))
     if raw_ts is None:
-        ts_ms = now_ms
+        ts_ms = now_ms if receive_ts is None else receive_ts()
     else:
         ts_ms = _timestamp(
             raw_ts, _field(prefix, "timestamp" if "timestamp" in payload else "ts"), now_ms, max_future_ms

@@ -104,11 +104,25 @@ class TelemetryService:
         self.pipeline = pipeline
         self._devices = devices
         self._max_future_ms = settings.max_future_skew * 1000
+        self._last_receive_ts: dict[int, int] = {}
 
     async def ingest(self, device: DeviceAuth, body: Any) -> Ingested:
         """Parse, store (returns after commit), mark the device seen, keep its reported metadata."""
         now = now_ms()
-        messages = parse_body(body, device.id, now_ms=now, max_future_ms=self._max_future_ms)
+        device_id = device.id
+        last = self._last_receive_ts
+
+        def receive_ts() -> int:
+            # Payloads without a timestamp get the receive time, made unique per device: two that
+            # arrive in the same millisecond get consecutive milliseconds instead of replacing
+            # each other (a (device, key, ts) rewrite replaces the value).
+            ts = max(now, last.get(device_id, 0) + 1)
+            last[device_id] = ts
+            return ts
+
+        messages = parse_body(
+            body, device_id, now_ms=now, max_future_ms=self._max_future_ms, receive_ts=receive_ts
+        )
         points = messages[0].points if len(messages) == 1 else [p for m in messages for p in m.points]
         await self.pipeline.submit(points)
         presence = self._devices.presence
