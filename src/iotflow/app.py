@@ -20,6 +20,7 @@ from iotflow.health.endpoints import ROUTES as HEALTH_ROUTES
 from iotflow.http import render_error
 from iotflow.runtime import open_runtime
 from iotflow.telemetry.endpoints import ROUTES as TELEMETRY_ROUTES
+from iotflow.users.endpoints import ROUTES as USER_ROUTES
 
 
 def _tune_gc() -> None:
@@ -44,7 +45,9 @@ def create_app(settings: Settings) -> Litestar:
             _tune_gc()
             yield
 
-    api = Router(path="/api/v1", route_handlers=[*DEVICE_ROUTES, *TELEMETRY_ROUTES, *ADMIN_ROUTES])
+    api = Router(
+        path="/api/v1", route_handlers=[*USER_ROUTES, *DEVICE_ROUTES, *TELEMETRY_ROUTES, *ADMIN_ROUTES]
+    )
     cors = None
     if settings.cors_origins:
         cors = CORSConfig(allow_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()])

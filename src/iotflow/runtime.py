@@ -9,17 +9,23 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from iotflow.auth.tokens import TokenCodec
 from iotflow.cache import get_cache
 from iotflow.cache.base import Cache
 from iotflow.config import Settings
 from iotflow.devices.presence import Presence
 from iotflow.devices.repository import DeviceRepository
 from iotflow.devices.service import DeviceService
+from iotflow.errors import ConfigError
+from iotflow.events.service import EventLog
 from iotflow.ingest.pipeline import IngestPipeline
+from iotflow.ratelimit.service import RateLimits
 from iotflow.storage import db
 from iotflow.storage.timeseries import get_timeseries_store
 from iotflow.storage.timeseries.base import TimeseriesStore
 from iotflow.telemetry.service import TelemetryService
+from iotflow.users.repository import UserRepository
+from iotflow.users.service import UserService
 
 
 @dataclass(slots=True)
@@ -32,6 +38,9 @@ class Runtime:
     presence: Presence
     devices: DeviceService
     telemetry: TelemetryService
+    users: UserService
+    events: EventLog
+    limits: RateLimits
     started_at: float
 
 
@@ -50,7 +59,8 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         cache = get_cache(settings)
         stack.push_async_callback(cache.close)
 
-        repo = DeviceRepository(db.sessionmaker(engine))
+        sessions = db.sessionmaker(engine)
+        repo = DeviceRepository(sessions)
         presence = Presence(repo, cache, offline_after_s=settings.device_offline_after)
         await presence.start()
         stack.push_async_callback(presence.stop)
@@ -64,6 +74,29 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         await pipeline.start()
         stack.push_async_callback(pipeline.stop)
 
+        events = EventLog(sessions)
+        await events.start()
+        stack.push_async_callback(events.stop)
+
         devices = DeviceService(repo, cache, store, presence, key_length=settings.api_key_length)
         telemetry = TelemetryService(settings, store, cache, pipeline, devices)
-        yield Runtime(settings, engine, store, cache, pipeline, presence, devices, telemetry, time.time())
+        if not settings.secret_key:
+            raise ConfigError("IOTFLOW_SECRET_KEY is not set and no data directory provided one")
+        users = UserService(
+            UserRepository(sessions), TokenCodec(settings.secret_key, settings.token_ttl), devices
+        )
+        await users.start()
+        yield Runtime(
+            settings,
+            engine,
+            store,
+            cache,
+            pipeline,
+            presence,
+            devices,
+            telemetry,
+            users,
+            events,
+            RateLimits(settings),
+            time.time(),
+        )

@@ -180,7 +180,7 @@ def test_config_values_are_typed(api: httpx.Client, device: dict[str, Any]) -> N
     assert r.status_code == 200 and r.json()["configuration"]["interval"]["value"] == 60
     got = api.get(f"/api/v1/devices/{device['id']}/configuration", headers=ADMIN).json()["configuration"]
     assert list(got) == ["interval"]
-    assert api.get(f"/api/v1/devices/{device['id']}/configuration", headers=h).status_code == 401
+    assert api.get(f"/api/v1/devices/{device['id']}/configuration", headers=h).status_code == 403
 
 
 def test_admin_manages_devices(api: httpx.Client) -> None:

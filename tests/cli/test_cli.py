@@ -57,8 +57,16 @@ def test_serve_refuses_bad_settings_in_one_line(tmp_path: Path) -> None:
 
 
 def test_devices_lifecycle_and_db(tmp_path: Path) -> None:
+    from alembic.script import ScriptDirectory
+
+    from iotflow.storage.db import MIGRATIONS
+
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
     assert iotflow(tmp_path, "db", "upgrade").returncode == 0
-    assert iotflow(tmp_path, "db", "current").stdout.strip().startswith("0001")
+    assert iotflow(tmp_path, "db", "current").stdout.strip() == head
+    assert iotflow(tmp_path, "db", "downgrade", "base").returncode == 0
+    assert iotflow(tmp_path, "db", "current").stdout.strip() == "(empty database)"
+    assert iotflow(tmp_path, "db", "upgrade").returncode == 0
     created = iotflow(tmp_path, "devices", "create", "Boiler; DROP TABLE devices", "--type", "thermostat")
     assert created.returncode == 0, created.stderr
     key = created.stdout.split("api key:")[1].strip()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import statistics
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
@@ -39,22 +40,27 @@ FUNCS = cast("tuple[AggregateFunc, ...]", AGGREGATE_FUNCS)
 ORDERS: tuple[Order, ...] = ("asc", "desc")
 
 FACTORIES: dict[str, Callable[[Path], TimeseriesStore]] = {
-    "sqlite": lambda tmp: SqliteTimeseriesStore(str(tmp / "telemetry.db"), chunk_ms=HOUR),
+    # One-hour chunks and a small write head, so that tests cross many chunks and hold both
+    # compacted points and points still in the head.
+    "sqlite": lambda tmp: SqliteTimeseriesStore(str(tmp / "telemetry.db"), chunk_ms=HOUR, head_rows=64),
 }
 
 Body = Callable[[TimeseriesStore], Awaitable[Any]]
 
 
 @pytest.fixture(params=list(FACTORIES))
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], TimeseriesStore]:
-    """Builds a fresh (unopened) store instance on the same storage each time it is called."""
-    factory = FACTORIES[request.param]
-    return lambda: factory(tmp_path)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> TimeseriesStore:
+    """A fresh, unopened store of each backend."""
+    return FACTORIES[request.param](tmp_path)
 
 
 @pytest.fixture
-def store(make_store: Callable[[], TimeseriesStore]) -> TimeseriesStore:
-    return make_store()
+def reopen(
+    request: pytest.FixtureRequest, tmp_path: Path, store: TimeseriesStore
+) -> Callable[[], TimeseriesStore]:
+    """Builds another instance of the same backend on the same storage as ``store``."""
+    backend: str = request.node.callspec.params["store"]
+    return lambda: FACTORIES[backend](tmp_path)
 
 
 def run(store: TimeseriesStore, body: Body) -> Any:
@@ -185,6 +191,100 @@ class TestTimeseriesStoreContract:
 
         run(store, body)
 
+    def test_large_mixed_batches_match_a_reference_model(self, store: TimeseriesStore) -> None:
+        """Big batches mixing new points, rewrites of old ones, backfill and in-batch duplicates."""
+        rnd = random.Random(7)
+        model: dict[tuple[int, str, int], Value] = {}  # what the store must hold
+        units: dict[tuple[int, str], str] = {}
+        values: list[Callable[[], Value]] = [
+            lambda: rnd.uniform(-100, 100),
+            lambda: rnd.randrange(-1000, 1000),
+            lambda: rnd.random() < 0.5,
+            lambda: rnd.choice(["on", "off", ""]),
+            lambda: {"n": rnd.randrange(10)},
+        ]
+
+        def history(batch_no: int) -> list[Point]:  # devices 1 and 2, keys a/b/c, one point a minute
+            return [
+                Point(d, k, T0 + (batch_no * 50 + i) * MINUTE, float(i), "u" if i == 0 else None)
+                for i in range(50)
+                for d in (1, 2)
+                for k in "abc"
+            ]
+
+        def mixed() -> list[Point]:
+            batch = []
+            known = sorted(model)
+            for _ in range(400):
+                kind = rnd.random()
+                if kind < 0.4:  # rewrite an existing point, maybe with another type
+                    d, k, ts = rnd.choice(known)
+                elif kind < 0.6:  # backfill before the history
+                    d, k, ts = rnd.choice((1, 2)), rnd.choice("abc"), T0 - rnd.randrange(1, 3 * DAY)
+                elif kind < 0.7:  # newer than everything
+                    d, k, ts = rnd.choice((1, 2)), rnd.choice("abcd"), T0 + rnd.randrange(DAY, 2 * DAY)
+                elif kind < 0.8:  # a new key at the timestamp of an existing point of another key
+                    d, _, ts = rnd.choice(known)
+                    k = rnd.choice("ef")
+                else:  # a duplicate of a point earlier in this batch
+                    d, k, ts = batch[-1][:3] if batch else (1, "a", T0)
+                unit = rnd.choice(["u", "v"]) if rnd.random() < 0.05 else None
+                batch.append(Point(d, k, ts, rnd.choice(values)(), unit))
+            return batch
+
+        def apply(batch: list[Point]) -> int:
+            new = len({(p.device_id, p.key, p.ts_ms) for p in batch} - set(model))
+            for p in batch:
+                model[(p.device_id, p.key, p.ts_ms)] = p.value
+                if p.unit is not None:
+                    units[(p.device_id, p.key)] = p.unit
+            return new
+
+        async def check(s: TimeseriesStore) -> None:
+            assert await s.count_points() == len(model)
+            for d in (1, 2):
+                points = [Point(dd, k, ts, v) for (dd, k, ts), v in model.items() if dd == d]
+                everything = {"keys": None, "start_ms": FAR_PAST, "end_ms": FAR_FUTURE, "offset": 0}
+                got = await s.query(d, limit=10**6, order="asc", **everything)
+                assert typed_records(got) == expected_records(
+                    points, d, limit=10**6, order="asc", **everything
+                )
+                page = {"keys": ["a", "d"], "start_ms": T0 - DAY, "end_ms": T0 + 3 * DAY, "offset": 7}
+                got = await s.query(d, limit=25, order="desc", **page)
+                assert typed_records(got) == expected_records(points, d, limit=25, order="desc", **page)
+                for window in (
+                    {"keys": ["b", "c"], "start_ms": T0 - 2 * DAY, "end_ms": T0 + DAY + HOUR},
+                    {"keys": None, "start_ms": FAR_PAST, "end_ms": FAR_FUTURE},
+                    {"keys": ["a", "e", "f"], "start_ms": T0, "end_ms": T0 + 2 * DAY},
+                ):
+                    want = expected_records(points, d, limit=10**6, offset=0, order="asc", **window)
+                    assert await s.count_records(d, **window) == len(want), window
+                infos = {i.key: i for i in await s.keys(d)}
+                latest = await s.latest(d)
+                for k in sorted({k for (dd, k, _) in model if dd == d}):
+                    stamps = sorted(ts for (dd, kk, ts) in model if (dd, kk) == (d, k))
+                    info = infos[k]
+                    assert (info.count, info.first_ts_ms, info.last_ts_ms) == (
+                        len(stamps),
+                        stamps[0],
+                        stamps[-1],
+                    )
+                    assert info.unit == units.get((d, k))
+                    assert typed(latest[k].value) == typed(model[(d, k, stamps[-1])])
+                    assert latest[k].ts_ms == stamps[-1]
+
+        async def body(s: TimeseriesStore) -> None:
+            for batch_no in range(4):
+                batch = history(batch_no)
+                assert await s.write_batch(batch) == apply(batch)
+            await check(s)
+            for _ in range(4):
+                batch = mixed()
+                assert await s.write_batch(batch) == apply(batch)
+                await check(s)
+
+        run(store, body)
+
     @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, 2**63, -(2**63) - 1])
     def test_a_batch_with_an_invalid_value_stores_nothing(self, store: TimeseriesStore, bad: Value) -> None:
         async def body(s: TimeseriesStore) -> None:
@@ -223,6 +323,9 @@ class TestTimeseriesStoreContract:
             {"keys": None, "start_ms": FAR_PAST, "end_ms": FAR_FUTURE, "limit": 7, "offset": 0},
             {"keys": None, "start_ms": FAR_PAST, "end_ms": FAR_FUTURE, "limit": 9, "offset": 13},
             {"keys": ["b"], "start_ms": FAR_PAST, "end_ms": FAR_FUTURE, "limit": 10, "offset": 3},
+            # Pages ending on a timestamp that both keys share (in both orders).
+            {"keys": ["a", "b"], "start_ms": FAR_PAST, "end_ms": FAR_FUTURE, "limit": 9, "offset": 13},
+            {"keys": ["a", "b"], "start_ms": FAR_PAST, "end_ms": FAR_FUTURE, "limit": 9, "offset": 12},
             {
                 "keys": ["a", "c"],
                 "start_ms": start + DAY,
@@ -336,11 +439,15 @@ class TestTimeseriesStoreContract:
     # -- aggregate ---------------------------------------------------------------------------
 
     def test_aggregate_every_function_over_windows(self, store: TimeseriesStore) -> None:
-        # Numeric values spread over 9 hours (9 one-hour chunks), with non-numeric noise mixed in.
+        # Values every 7 minutes over 9 hours (so across 9 one-hour chunks) of three keys: "v" mixes
+        # ints and floats with non-numeric noise, "f" holds only floats and "n" only ints.
         start = T0 - 13 * MINUTE
-        numeric: list[tuple[int, float | int]] = [
-            (start + i * 7 * MINUTE, (i * 37 % 23) - 5 if i % 3 else (i * 1.25 - 3.5)) for i in range(78)
-        ]
+        stamps = [start + i * 7 * MINUTE for i in range(78)]
+        series: dict[str, list[tuple[int, float | int]]] = {
+            "v": [(ts, (i * 37 % 23) - 5 if i % 3 else (i * 1.25 - 3.5)) for i, ts in enumerate(stamps)],
+            "f": [(ts, math.sin(i) * 100) for i, ts in enumerate(stamps)],
+            "n": [(ts, (i * 7919) % 101 - 50) for i, ts in enumerate(stamps)],
+        }
         noise = [
             Point(1, "v", start + 3 * MINUTE, True),
             Point(1, "v", start + 4 * MINUTE, "12"),
@@ -348,8 +455,8 @@ class TestTimeseriesStoreContract:
             Point(1, "v", start + 6 * MINUTE, [3]),
             Point(1, "v", start + 2 * HOUR + MINUTE, False),
         ]
-        points = [Point(1, "v", ts, v) for ts, v in numeric] + noise + [Point(2, "v", start, 1000.0)]
-        window = 2 * HOUR
+        points = [Point(1, key, ts, v) for key, values in series.items() for ts, v in values]
+        points += [*noise, Point(2, "v", start, 1000.0), Point(2, "f", start + 7 * MINUTE, 1000.0)]
 
         def reference(func: str, values: list[float | int]) -> float | int:
             has_float = any(isinstance(v, float) for v in values)
@@ -367,9 +474,9 @@ class TestTimeseriesStoreContract:
             }
             return results[func]()
 
-        def expected(func: str, lo: int, hi: int, w: int | None) -> list[Bucket]:
+        def expected(key: str, func: str, lo: int, hi: int, w: int | None) -> list[Bucket]:
             groups: dict[int, list[float | int]] = {}
-            for ts, v in numeric:
+            for ts, v in series[key]:
                 if lo <= ts <= hi:
                     b = lo if w is None else lo + (ts - lo) // w * w
                     groups.setdefault(b, []).append(v)
@@ -387,11 +494,14 @@ class TestTimeseriesStoreContract:
         async def body(s: TimeseriesStore) -> None:
             await s.write_batch(points)
             ranges = [(start, start + 9 * HOUR), (start + 40 * MINUTE, start + 5 * HOUR + 1)]
-            for func in FUNCS:
-                for lo, hi in ranges:
-                    for w in (window, 25 * MINUTE, None):
-                        got = await s.aggregate(1, "v", func, start_ms=lo, end_ms=hi, window_ms=w)
-                        assert same(got, expected(func, lo, hi, w)), (func, lo - start, hi - start, w, got)
+            for key in series:
+                for func in FUNCS:
+                    for lo, hi in ranges:
+                        # Few wide buckets, many narrow (mostly empty) ones, and the whole range.
+                        for w in (2 * HOUR, 25 * MINUTE, MINUTE, None):
+                            got = await s.aggregate(1, key, func, start_ms=lo, end_ms=hi, window_ms=w)
+                            want = expected(key, func, lo, hi, w)
+                            assert same(got, want), (key, func, lo - start, hi - start, w, got)
             # Buckets are aligned on start_ms (not on the epoch) and empty ones are left out.
             sparse = await s.aggregate(
                 1, "v", "count", start_ms=start + 1, end_ms=start + 9 * HOUR, window_ms=DAY
@@ -536,7 +646,9 @@ class TestTimeseriesStoreContract:
 
     # -- lifecycle / concurrency / isolation ---------------------------------------------------
 
-    def test_data_survives_close_and_reopen(self, make_store: Callable[[], TimeseriesStore]) -> None:
+    def test_data_survives_close_and_reopen(
+        self, store: TimeseriesStore, reopen: Callable[[], TimeseriesStore]
+    ) -> None:
         points = [*grid(1, "a", T0, 17 * MINUTE, 200, float), Point(1, "u", T0, "x", "unit")]
 
         async def write(s: TimeseriesStore) -> None:
@@ -554,8 +666,8 @@ class TestTimeseriesStoreContract:
             assert await s.write_batch([Point(1, "a", T0, -1.0), Point(1, "a", T0 - 1, 0.5)]) == 1
             assert [(i.key, i.count) for i in await s.keys(1)] == [("a", 201), ("u", 1)]
 
-        run(make_store(), write)
-        run(make_store(), check)
+        run(store, write)
+        run(reopen(), check)
 
     def test_concurrent_writes_all_land(self, store: TimeseriesStore) -> None:
         async def body(s: TimeseriesStore) -> None:

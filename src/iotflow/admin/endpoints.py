@@ -30,7 +30,7 @@ async def _device_out(request: Req, d: Device) -> dict[str, Any]:
 @get("/admin/devices", summary="All devices, filtered and paged")
 async def admin_devices(request: Req) -> dict[str, Any]:
     rt = runtime(request)
-    require_admin(request)
+    await require_admin(request)
     page = query_int(request, "page", 1, lo=1)
     per_page = query_int(request, "per_page", 50, lo=1, hi=100)
     filters: dict[str, Any] = {
@@ -59,7 +59,7 @@ async def admin_devices(request: Req) -> dict[str, Any]:
 @get("/admin/devices/{device_id:int}", summary="One device with configuration and telemetry figures")
 async def admin_device(request: Req, device_id: int) -> dict[str, Any]:
     rt = runtime(request)
-    require_admin(request)
+    await require_admin(request)
     device = await rt.devices.get(device_id)
     now = now_ms()
     store = rt.store
@@ -87,7 +87,7 @@ async def admin_device(request: Req, device_id: int) -> dict[str, Any]:
 @put("/admin/devices/{device_id:int}", summary="Edit any device")
 async def admin_update_device(request: Req, device_id: int) -> dict[str, Any]:
     rt = runtime(request)
-    require_admin(request)
+    await require_admin(request)
     device = await rt.devices.update(device_id, await json_object(request))
     return {
         "status": "success",
@@ -99,7 +99,7 @@ async def admin_update_device(request: Req, device_id: int) -> dict[str, Any]:
 @put("/admin/devices/{device_id:int}/status", summary="Set a device's administrative status")
 async def admin_set_status(request: Req, device_id: int) -> dict[str, Any]:
     rt = runtime(request)
-    require_admin(request)
+    await require_admin(request)
     body = await json_object(request)
     if "status" not in body:
         raise ValidationFailed("status", "status is required: active, inactive or maintenance")
@@ -117,7 +117,7 @@ async def admin_set_status(request: Req, device_id: int) -> dict[str, Any]:
 @delete("/admin/devices/{device_id:int}", status_code=200, summary="Delete a device and its telemetry")
 async def admin_delete_device(request: Req, device_id: int) -> dict[str, Any]:
     rt = runtime(request)
-    require_admin(request)
+    await require_admin(request)
     device, points = await rt.devices.delete(device_id)
     return {
         "status": "success",
@@ -130,7 +130,7 @@ async def admin_delete_device(request: Req, device_id: int) -> dict[str, Any]:
 @get("/admin/stats", summary="Device, telemetry and ingest figures")
 async def admin_stats(request: Req) -> dict[str, Any]:
     rt = runtime(request)
-    require_admin(request)
+    await require_admin(request)
     counts = await rt.devices.repo.status_counts()
     now = now_ms()
     total, online = await rt.devices.online_counts()
@@ -157,20 +157,20 @@ async def admin_stats(request: Req) -> dict[str, Any]:
 
 @get("/admin/cache/device-status", summary="Cache figures")
 async def cache_stats(request: Req) -> dict[str, Any]:
-    require_admin(request)
+    await require_admin(request)
     return {"status": "success", "cache_stats": await runtime(request).cache.stats()}
 
 
 @delete("/admin/cache/device-status", status_code=200, summary="Clear every cache (they refill on demand)")
 async def clear_cache(request: Req) -> dict[str, Any]:
-    require_admin(request)
+    await require_admin(request)
     await runtime(request).cache.clear()
     return {"status": "success", "message": "Cache cleared"}
 
 
 @delete("/admin/cache/devices/{device_id:int}", status_code=200, summary="Clear the cache of one device")
 async def clear_device_cache(request: Req, device_id: int) -> dict[str, Any]:
-    require_admin(request)
+    await require_admin(request)
     await runtime(request).cache.forget_device(device_id)
     return {"status": "success", "message": f"Cache of device {device_id} cleared", "device_id": device_id}
 

@@ -8,6 +8,8 @@ from iotflow.cache.base import DeviceAuth
 
 
 class Principal(NamedTuple):
+    """``admin`` is the admin token or a user with ``is_admin``; ``user_id`` is the user's int id."""
+
     kind: Literal["device", "user", "admin"]
     device: DeviceAuth | None = None
     user_id: int | None = None
@@ -15,3 +17,7 @@ class Principal(NamedTuple):
     @property
     def is_admin(self) -> bool:
         return self.kind == "admin"
+
+    @property
+    def is_user(self) -> bool:
+        return self.kind in ("user", "admin") and self.user_id is not None

@@ -7,9 +7,15 @@ from typing import Any
 from litestar import Request, delete, get, post, put
 from litestar.datastructures import State
 
-from iotflow.auth.guards import require_admin, require_device, require_device_access
+from iotflow.auth.guards import (
+    optional_principal,
+    require_device,
+    require_device_access,
+    require_user,
+)
+from iotflow.auth.principal import Principal
 from iotflow.devices.schemas import config_dict, device_dict, status_dict
-from iotflow.errors import BadRequest, Forbidden, ValidationFailed
+from iotflow.errors import BadRequest, Forbidden, Unauthorized, ValidationFailed
 from iotflow.http import json_object, query_bool, query_int, query_str, runtime
 from iotflow.storage.models import Device
 from iotflow.timeutil import format_ts, now_ms
@@ -25,21 +31,46 @@ async def _device_out(request: Req, device: Device) -> dict[str, Any]:
     )
 
 
+async def _owner(request: Req, user_pk: int | None) -> dict[str, Any] | None:
+    if user_pk is None:
+        return None
+    user = await runtime(request).users.repo.get(user_pk)
+    return None if user is None else {"username": user.username, "email": user.email, "user_id": user.user_id}
+
+
+async def _registration_owner(request: Req, body: dict[str, Any]) -> int | None:
+    """Who will own a device being registered (``spec/api.md`` §2 "Who may register a device")."""
+    rt = runtime(request)
+    principal = await optional_principal(request)
+    if principal is not None and principal.kind == "device":
+        principal = None  # a device key does not register devices
+    if rt.settings.device_registration == "authenticated" and principal is None:
+        raise Unauthorized(
+            "Registration needs a user's Bearer token or admin credentials", title="Authentication required"
+        )
+    body_user = body.get("user_id")
+    if body_user is not None:
+        user = await rt.users.repo.by_public_id(body_user) if isinstance(body_user, str) else None
+        if user is None or not user.is_active:
+            raise Unauthorized("Invalid user_id or user is not active", title="Authentication failed")
+        if principal is not None and principal.kind == "user" and principal.user_id != user.id:
+            raise Forbidden("A user may only register devices for themselves")
+        return user.id
+    return principal.user_id if principal is not None else None
+
+
 @post("/devices/register", status_code=201, summary="Register a device and get its API key")
 async def register_device(request: Req) -> dict[str, Any]:
     rt = runtime(request)
     body = await json_object(request)
-    if rt.settings.device_registration == "authenticated":
-        require_admin(request)
-    if body.get("user_id") is not None:
-        raise BadRequest(
-            "Owners (user_id) come with user accounts, which this version does not have yet",
-            title="Users not available",
-        )
-    device, api_key = await rt.devices.register(body)
+    owner = await _registration_owner(request, body)
+    device, api_key = await rt.devices.register(body, user_id=owner)
     out = await _device_out(request, device)
     out["api_key"] = api_key
-    out["owner"] = None
+    owner_info = await _owner(request, owner)
+    out["owner"] = (
+        None if owner_info is None else {"username": owner_info["username"], "email": owner_info["email"]}
+    )
     return {"message": "Device registered successfully", "device": out}
 
 
@@ -66,6 +97,7 @@ def _topics(device_id: int) -> dict[str, str]:
 @get("/devices/credentials", summary="How firmware learns its id from its key")
 async def credentials(request: Req) -> dict[str, Any]:
     auth = await require_device(request)
+    owner = await _owner(request, auth.user_id)
     return {
         "status": "success",
         "device": {
@@ -75,7 +107,7 @@ async def credentials(request: Req) -> dict[str, Any]:
             "user_id": auth.user_id,
             "status": auth.status,
             "mqtt_topics": _topics(auth.id),
-            "owner": None,
+            "owner": None if owner is None else {"username": owner["username"], "user_id": owner["user_id"]},
         },
     }
 
@@ -166,8 +198,7 @@ async def device_set_config(request: Req) -> dict[str, Any]:
 @get("/devices/{device_id:int}/configuration", summary="A device's configuration (owner or admin)")
 async def get_configuration(request: Req, device_id: int) -> dict[str, Any]:
     rt = runtime(request)
-    require_admin(request)
-    await rt.devices.get(device_id)
+    await require_device_access(request, device_id, allow_device=False)
     return {
         "status": "success",
         "device_id": device_id,
@@ -178,9 +209,8 @@ async def get_configuration(request: Req, device_id: int) -> dict[str, Any]:
 @put("/devices/{device_id:int}/configuration", summary="Replace a device's configuration (owner or admin)")
 async def put_configuration(request: Req, device_id: int) -> dict[str, Any]:
     rt = runtime(request)
-    require_admin(request)
+    await require_device_access(request, device_id, allow_device=False)
     body = await json_object(request)
-    await rt.devices.get(device_id)
     if "configuration" not in body:
         raise ValidationFailed("configuration", "configuration is required: an object of key → value")
     await rt.devices.replace_configs(device_id, body["configuration"])
@@ -191,11 +221,14 @@ async def put_configuration(request: Req, device_id: int) -> dict[str, Any]:
     }
 
 
-async def _list(request: Req, *, default_limit: int = 100) -> tuple[list[Device], int, int, int]:
+async def _list(
+    request: Req, principal: Principal, *, default_limit: int = 100
+) -> tuple[list[Device], int, int, int]:
+    """Devices visible to ``principal`` (a user's own; all for admin), filtered and paged."""
     rt = runtime(request)
     limit = query_int(request, "limit", default_limit, lo=1, hi=1000)
     offset = query_int(request, "offset", 0, lo=0)
-    filters: dict[str, Any] = {}
+    filters: dict[str, Any] = {} if principal.is_admin else {"user_id": principal.user_id}
     for name in ("status", "device_type", "tag", "search"):
         value = query_str(request, name)
         if value:
@@ -204,13 +237,13 @@ async def _list(request: Req, *, default_limit: int = 100) -> tuple[list[Device]
     return devices, total, limit, offset
 
 
-@get("/devices/statuses", summary="Online status of devices (admin: all)")
+@get("/devices/statuses", summary="Online status of the caller's devices (admin: all)")
 async def statuses(request: Req) -> dict[str, Any]:
     rt = runtime(request)
-    require_admin(request)
+    principal = await require_user(request)
     online_filter = query_str(request, "online")
     want_online = None if online_filter in (None, "") else query_bool(request, "online", False)
-    devices, total, limit, offset = await _list(request)
+    devices, total, limit, offset = await _list(request, principal)
     out = []
     for d in devices:
         last_seen, online = await rt.devices.connectivity(d)
@@ -219,10 +252,10 @@ async def statuses(request: Req) -> dict[str, Any]:
     return {"status": "success", "devices": out, "meta": {"total": total, "limit": limit, "offset": offset}}
 
 
-@get("/devices", summary="List devices (admin: all)")
+@get("/devices", summary="List the caller's devices (admin: all)")
 async def list_devices(request: Req) -> dict[str, Any]:
-    require_admin(request)
-    devices, total, limit, offset = await _list(request)
+    principal = await require_user(request)
+    devices, total, limit, offset = await _list(request, principal)
     return {
         "devices": [await _device_out(request, d) for d in devices],
         "meta": {"total": total, "limit": limit, "offset": offset},
@@ -232,23 +265,21 @@ async def list_devices(request: Req) -> dict[str, Any]:
 @get("/devices/{device_id:int}/status", summary="Online status of one device")
 async def device_status(request: Req, device_id: int) -> dict[str, Any]:
     rt = runtime(request)
-    await require_device_access(request, device_id)
-    device = await rt.devices.get(device_id)
+    _, device = await require_device_access(request, device_id)
     last_seen, online = await rt.devices.connectivity(device)
     return {"status": "success", "device": status_dict(device, last_seen=last_seen, is_online=online)}
 
 
 @get("/devices/{device_id:int}", summary="One device")
 async def get_device(request: Req, device_id: int) -> dict[str, Any]:
-    rt = runtime(request)
-    require_admin(request)
-    return {"status": "success", "device": await _device_out(request, await rt.devices.get(device_id))}
+    _, device = await require_device_access(request, device_id, allow_device=False)
+    return {"status": "success", "device": await _device_out(request, device)}
 
 
 @put("/devices/{device_id:int}", summary="Edit a device's descriptive fields, tags, attributes, status")
 async def update_device(request: Req, device_id: int) -> dict[str, Any]:
     rt = runtime(request)
-    require_admin(request)
+    await require_device_access(request, device_id, allow_device=False)
     body = await json_object(request)
     device = await rt.devices.update(device_id, body)
     return {
@@ -261,7 +292,7 @@ async def update_device(request: Req, device_id: int) -> dict[str, Any]:
 @delete("/devices/{device_id:int}", status_code=200, summary="Delete a device and its telemetry")
 async def delete_device(request: Req, device_id: int) -> dict[str, Any]:
     rt = runtime(request)
-    require_admin(request)
+    await require_device_access(request, device_id, allow_device=False)
     device, points = await rt.devices.delete(device_id)
     return {
         "status": "success",
@@ -278,7 +309,7 @@ async def delete_device(request: Req, device_id: int) -> dict[str, Any]:
 )
 async def rotate_key(request: Req, device_id: int) -> dict[str, Any]:
     rt = runtime(request)
-    require_admin(request)
+    await require_device_access(request, device_id, allow_device=False)
     _, api_key = await rt.devices.rotate_key(device_id)
     return {"status": "success", "device_id": device_id, "api_key": api_key}
 

@@ -71,6 +71,10 @@ class DeviceRepository:
             tagged = [d for d in (await s.execute(stmt)).scalars().all() if f["tag"] in (d.tags or [])]
             return tagged[offset : offset + limit], len(tagged)
 
+    async def ids_of_owner(self, user_pk: int) -> list[int]:
+        async with self._sessions() as s:
+            return list((await s.execute(select(Device.id).where(Device.user_id == user_pk))).scalars().all())
+
     async def all_ids(self) -> list[int]:
         async with self._sessions() as s:
             return list((await s.execute(select(Device.id))).scalars().all())

@@ -65,8 +65,9 @@ def _order(request: Req) -> str:
 
 
 async def _device(request: Req, device_id: int) -> Device:
-    await require_device_access(request, device_id)
-    return await runtime(request).devices.get(device_id)
+    """The device, when the caller is its own key, its owner or admin (403/404 otherwise)."""
+    _, device = await require_device_access(request, device_id)
+    return device
 
 
 # ----- in --------------------------------------------------------------------------------------------

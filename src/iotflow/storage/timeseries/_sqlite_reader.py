@@ -1,0 +1,460 @@
+"""The read side of the SQLite time-series store: plain functions over a read connection.
+
+Every function runs inside one read transaction (a consistent WAL snapshot) on a reader thread, and
+the :class:`Layout` it gets lists the chunk tables of that same snapshot.
+A series' points are in its compacted chunks plus ``head``, whose points are all newer (see
+``_sqlite_writer``): reads treat ``head`` as the series' newest chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
+
+from iotflow.storage.timeseries._sqlite_codec import (
+    BIT_FLOAT,
+    BIT_INT,
+    INT_MIN,
+    chunks_between,
+    decode,
+    parse_table,
+    table,
+    type_names,
+)
+from iotflow.storage.timeseries.base import Bucket, LatestValue, Record, SeriesInfo, Value
+
+
+class Layout(NamedTuple):
+    """The chunk tables visible to a read, and the chunk width."""
+
+    chunks: tuple[int, ...]
+    chunk_ms: int
+
+
+def layout(conn: sqlite3.Connection, chunk_ms: int) -> Layout:
+    """The chunk tables visible in the connection's current read transaction."""
+    names = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'ts%'")
+    chunks = (parse_table(name) for (name,) in names)
+    return Layout(tuple(sorted(c for c in chunks if c is not None)), chunk_ms)
+
+
+class _Series(NamedTuple):
+    """A series with the time range of its compacted points (``c*``) and of its points in head."""
+
+    sid: int
+    key: str
+    types: int  # type bits of every point
+    ccount: int  # compacted points
+    cfirst: int | None
+    clast: int | None
+    hcount: int  # points in head
+    hfirst: int | None
+    hlast: int | None
+
+
+Source = tuple[str, int, int]  # (table, lo, hi): read the series' points in [lo, hi] of this table
+Buckets = dict[int, tuple[float | int | None, int]]  # bucket number → (value, count)
+
+_NUMERIC = "t IS NULL AND typeof(v) IN ('integer', 'real')"
+_IN_DEVICE = "s IN (SELECT id FROM series WHERE device_id = ?)"
+_IN_JSON = "s IN (SELECT value FROM json_each(?))"
+
+
+def _series(conn: sqlite3.Connection, device_id: int, keys: Sequence[str] | None) -> list[_Series]:
+    """The device's series (of the given keys) that hold at least one point."""
+    rows = conn.execute(
+        "SELECT id, key, types, count, first_ts, last_ts FROM series WHERE device_id = ?", (device_id,)
+    ).fetchall()
+    if keys is not None:
+        wanted = set(keys)
+        rows = [r for r in rows if r[1] in wanted]
+    if not rows:
+        return []
+    sql = f"SELECT s, count(*), min(ts), max(ts) FROM head WHERE {_IN_DEVICE} GROUP BY s"
+    heads = {s: rest for s, *rest in conn.execute(sql, (device_id,))}
+    out = []
+    for sid, key, types, count, cfirst, clast in rows:
+        hcount, hfirst, hlast = heads.get(sid, (0, None, None))
+        if cfirst is not None or hfirst is not None:
+            out.append(_Series(sid, key, types, count, cfirst, clast, hcount, hfirst, hlast))
+    return out
+
+
+def _sources(layout: Layout, s: _Series, lo: int, hi: int) -> list[Source]:
+    """Where the points of ``s`` in [lo, hi] are, oldest first."""
+    out: list[Source] = []
+    if s.cfirst is not None and s.clast is not None:
+        a, b = max(lo, s.cfirst), min(hi, s.clast)
+        out.extend((table(c), a, b) for c in chunks_between(layout.chunks, a, b, layout.chunk_ms))
+    if s.hfirst is not None and s.hlast is not None:
+        a, b = max(lo, s.hfirst), min(hi, s.hlast)
+        if a <= b:
+            out.append(("head", a, b))
+    return out
+
+
+# -- query / count_records ---------------------------------------------------------------------
+
+
+def query(
+    conn: sqlite3.Connection,
+    layout: Layout,
+    device_id: int,
+    keys: Sequence[str] | None,
+    start_ms: int,
+    end_ms: int,
+    limit: int,
+    offset: int,
+    desc: bool,
+) -> list[Record]:
+    if offset < 0:
+        raise ValueError("offset must not be negative")
+    if limit <= 0 or start_ms > end_ms:
+        return []
+    need = offset + limit  # a series contributes at most one point per record
+    records: dict[int, dict[str, Value]] = {}
+    lo, hi = start_ms, end_ms
+    # Densest series first: once a series yields `need` points, no record beyond its last one can
+    # make the page, which narrows the range read for the other series.
+    for s in sorted(_series(conn, device_id, keys), key=lambda s: s.ccount + s.hcount, reverse=True):
+        rows = _fetch(conn, layout, s, lo, hi, need, desc)
+        key = s.key
+        for ts, t, v in rows:
+            values = records.get(ts)
+            if values is None:
+                records[ts] = values = {}
+            values[key] = v if t is None else decode(t, v)
+        if len(rows) == need:
+            if desc:
+                lo = max(lo, rows[-1][0])
+            else:
+                hi = min(hi, rows[-1][0])
+    return [Record(ts, records[ts]) for ts in sorted(records, reverse=desc)[offset:need]]
+
+
+def _fetch(
+    conn: sqlite3.Connection, layout: Layout, s: _Series, lo: int, hi: int, need: int, desc: bool
+) -> list[Any]:
+    """Up to ``need`` (ts, t, v) rows of one series in [lo, hi], in ts order, source by source."""
+    sources = _sources(layout, s, lo, hi)
+    order = "ASC"
+    if desc:
+        sources.reverse()
+        order = "DESC"
+    out: list[Any] = []
+    for name, a, b in sources:
+        sql = f"SELECT ts, t, v FROM {name} WHERE s = ? AND ts BETWEEN ? AND ? ORDER BY ts {order} LIMIT ?"
+        out += conn.execute(sql, (s.sid, a, b, need - len(out))).fetchall()
+        if len(out) >= need:
+            break
+    return out
+
+
+def count_records(
+    conn: sqlite3.Connection,
+    layout: Layout,
+    device_id: int,
+    keys: Sequence[str] | None,
+    start_ms: int,
+    end_ms: int,
+) -> int:
+    series = _series(conn, device_id, keys)
+    if len(series) == 1:  # one point per record
+        return _count_series(conn, layout, series[0], start_ms, end_ms)
+    total = 0
+    compacted = [s for s in series if s.cfirst is not None]
+    ids = json.dumps([s.sid for s in compacted])
+    if compacted:
+        lo = max(start_ms, min(s.cfirst for s in compacted if s.cfirst is not None))
+        hi = min(end_ms, max(s.clast for s in compacted if s.clast is not None))
+        for chunk in chunks_between(layout.chunks, lo, hi, layout.chunk_ms):
+            # Chunks hold disjoint time ranges, so their distinct counts add up.
+            sql = f"SELECT count(DISTINCT ts) FROM {table(chunk)} WHERE {_IN_JSON} AND ts BETWEEN ? AND ?"
+            total += conn.execute(sql, (ids, lo, hi)).fetchone()[0]
+    in_head = json.dumps([s.sid for s in series if s.hfirst is not None])
+    sql = f"SELECT DISTINCT ts FROM head WHERE {_IN_JSON} AND ts BETWEEN ? AND ?"
+    stamps = {ts for (ts,) in conn.execute(sql, (in_head, start_ms, end_ms))}
+    if stamps and compacted:  # drop the head timestamps already counted in a chunk (for another key)
+        by_chunk: dict[int, list[int]] = {}
+        for ts in stamps:
+            by_chunk.setdefault(ts // layout.chunk_ms, []).append(ts)
+        for chunk in chunks_between(layout.chunks, min(stamps), max(stamps), layout.chunk_ms):
+            if chunk in by_chunk:
+                sql = (
+                    f"SELECT DISTINCT ts FROM {table(chunk)} "
+                    f"WHERE {_IN_JSON} AND ts IN (SELECT value FROM json_each(?))"
+                )
+                stamps.difference_update(
+                    ts for (ts,) in conn.execute(sql, (ids, json.dumps(by_chunk[chunk])))
+                )
+    return total + len(stamps)
+
+
+def _count_series(conn: sqlite3.Connection, layout: Layout, s: _Series, start_ms: int, end_ms: int) -> int:
+    """The points of one series in range; the catalogue counts answer when it covers them all."""
+    total = 0
+    if s.cfirst is not None and s.clast is not None:
+        if start_ms <= s.cfirst and s.clast <= end_ms:
+            total += s.ccount
+        else:
+            lo, hi = max(start_ms, s.cfirst), min(end_ms, s.clast)
+            for chunk in chunks_between(layout.chunks, lo, hi, layout.chunk_ms):
+                sql = f"SELECT count(*) FROM {table(chunk)} WHERE s = ? AND ts BETWEEN ? AND ?"
+                total += conn.execute(sql, (s.sid, lo, hi)).fetchone()[0]
+    if s.hfirst is not None and s.hlast is not None:
+        if start_ms <= s.hfirst and s.hlast <= end_ms:
+            total += s.hcount
+        else:
+            sql = "SELECT count(*) FROM head WHERE s = ? AND ts BETWEEN ? AND ?"
+            total += conn.execute(sql, (s.sid, start_ms, end_ms)).fetchone()[0]
+    return total
+
+
+# -- catalogue ---------------------------------------------------------------------------------
+
+
+def latest(conn: sqlite3.Connection, device_id: int, keys: Sequence[str] | None) -> dict[str, LatestValue]:
+    rows = conn.execute(
+        "SELECT id, key, last_t, last_v, last_ts, unit FROM series WHERE device_id = ?", (device_id,)
+    ).fetchall()
+    # SQLite takes the bare columns t, v from the row holding max(ts).
+    sql = f"SELECT s, max(ts), t, v FROM head WHERE {_IN_DEVICE} GROUP BY s"
+    heads = {s: (ts, t, v) for s, ts, t, v in conn.execute(sql, (device_id,))}
+    wanted = None if keys is None else set(keys)
+    out: dict[str, LatestValue] = {}
+    for sid, key, t, v, ts, unit in rows:
+        if wanted is not None and key not in wanted:
+            continue
+        if sid in heads:  # newer than anything compacted
+            ts, t, v = heads[sid]
+        if ts is not None:
+            out[key] = LatestValue(decode(t, v), ts, unit)
+    return out
+
+
+def keys(conn: sqlite3.Connection, device_id: int) -> list[SeriesInfo]:
+    rows = conn.execute(
+        "SELECT id, key, unit, first_ts, last_ts, count, types FROM series WHERE device_id = ? ORDER BY key",
+        (device_id,),
+    ).fetchall()
+    sql = f"SELECT s, count(*), min(ts), max(ts) FROM head WHERE {_IN_DEVICE} GROUP BY s"
+    heads = {s: rest for s, *rest in conn.execute(sql, (device_id,))}
+    out: list[SeriesInfo] = []
+    for sid, key, unit, first, last, count, types in rows:
+        if sid in heads:
+            n, hfirst, hlast = heads[sid]
+            count += n
+            first = hfirst if first is None else min(first, hfirst)
+            last = hlast if last is None else max(last, hlast)
+        if count > 0:
+            out.append(SeriesInfo(key, unit, first, last, count, type_names(types)))
+    return out
+
+
+def count_points(
+    conn: sqlite3.Connection, layout: Layout, device_id: int | None, since_ms: int | None
+) -> int:
+    args: tuple[int, ...] = ()
+    if device_id is None:
+        in_series, in_head = "", ""
+    else:
+        in_series, in_head, args = "device_id = ? AND ", f"{_IN_DEVICE} AND ", (device_id,)
+    since = INT_MIN if since_ms is None else since_ms
+    head_sql = f"SELECT count(*) FROM head WHERE {in_head}ts >= ?"
+    total: int = conn.execute(head_sql, (*args, since)).fetchone()[0]
+    if since_ms is None:
+        sql = f"SELECT coalesce(sum(count), 0) FROM series WHERE {in_series}count > 0"
+        return total + int(conn.execute(sql, args).fetchone()[0])
+    sql = f"SELECT id, first_ts, last_ts, count FROM series WHERE {in_series}last_ts >= ?"
+    rows = conn.execute(sql, (*args, since_ms)).fetchall()
+    total += sum(n for _, first, _, n in rows if first >= since_ms)  # wholly after since: exact count
+    straddling = [(sid, last) for sid, first, last, _ in rows if first < since_ms]
+    if straddling:  # count only their points from since on, by primary-key range scans
+        ids = json.dumps([sid for sid, _ in straddling])
+        hi = max(last for _, last in straddling)
+        for chunk in chunks_between(layout.chunks, since_ms, hi, layout.chunk_ms):
+            sql = f"SELECT count(*) FROM {table(chunk)} WHERE {_IN_JSON} AND ts >= ?"
+            total += conn.execute(sql, (ids, since_ms)).fetchone()[0]
+    return total
+
+
+# -- aggregate ---------------------------------------------------------------------------------
+
+
+def aggregate(
+    conn: sqlite3.Connection,
+    layout: Layout,
+    device_id: int,
+    key: str,
+    func: str,
+    start_ms: int,
+    end_ms: int,
+    window_ms: int | None,
+) -> list[Bucket]:
+    if window_ms is not None and window_ms <= 0:
+        raise ValueError("window_ms must be positive")
+    result: Buckets = {}
+    series = _series(conn, device_id, [key])
+    if series:
+        s = series[0]
+        segments = _segments(s, _sources(layout, s, start_ms, end_ms), start_ms, window_ms)
+        if segments:
+            result = _aggregate(_Scan(conn, s, start_ms, window_ms, segments), func)
+    if window_ms is None:
+        value, n = result.get(0, (0 if func == "count" else None, 0))
+        return [Bucket(start_ms, value, n)]
+    return [Bucket(start_ms + b * window_ms, value, n) for b, (value, n) in sorted(result.items())]
+
+
+Segment = tuple[int | None, str, int, int]  # (bucket, table, lo, hi); bucket None: GROUP BY in SQL
+_MAX_CHEAP_BUCKETS = 256  # up to this many buckets, always one query per bucket
+_MIN_POINTS_PER_BUCKET_QUERY = 64
+
+
+def _segments(s: _Series, sources: list[Source], start_ms: int, window_ms: int | None) -> list[Segment]:
+    """Cut the sources into one range scan per bucket, or leave the bucketing to SQL.
+
+    One range query per bucket streams the rows in key order; a GROUP BY over an expression of
+    ``ts`` costs a temporary B-tree, worth it only when buckets hold few points each.
+    """
+    if window_ms is None:
+        return [(0, name, lo, hi) for name, lo, hi in sources]
+    w = window_ms
+    n_buckets = sum((hi - start_ms) // w - (lo - start_ms) // w + 1 for _, lo, hi in sources)
+    if n_buckets > _MAX_CHEAP_BUCKETS:
+        # Estimate the points in range from the series' density, assuming an even spread.
+        first = min(x for x in (s.cfirst, s.hfirst) if x is not None)
+        last = max(x for x in (s.clast, s.hlast) if x is not None)
+        covered = sum(hi - lo + 1 for _, lo, hi in sources)
+        points = (s.ccount + s.hcount) * min(1.0, covered / (last - first + 1))
+        if points < n_buckets * _MIN_POINTS_PER_BUCKET_QUERY:
+            return [(None, name, lo, hi) for name, lo, hi in sources]
+    out: list[Segment] = []
+    for name, lo, hi in sources:
+        for b in range((lo - start_ms) // w, (hi - start_ms) // w + 1):
+            out.append((b, name, max(lo, start_ms + b * w), min(hi, start_ms + (b + 1) * w - 1)))
+    return out
+
+
+class _Scan(NamedTuple):
+    conn: sqlite3.Connection
+    series: _Series
+    start_ms: int
+    window_ms: int | None
+    segments: list[Segment]
+
+    def rows(self, select: str, *, aggregated: bool = True) -> Iterator[Any]:
+        """``(bucket, *select)`` rows of every segment, oldest segment first.
+
+        With ``aggregated`` the select list holds aggregates (the first one ``count(*)``) and empty
+        segments are skipped.
+        """
+        types = self.series.types
+        where = "s = ? AND ts BETWEEN ? AND ?"
+        if types & ~(BIT_FLOAT | BIT_INT):  # the key has held non-numeric values: filter them out
+            where += f" AND {_NUMERIC}"
+        for b, name, lo, hi in self.segments:
+            if b is None:
+                group = " GROUP BY b" if aggregated else ""
+                sql = f"SELECT (ts - ?) / ? AS b, {select} FROM {name} WHERE {where}{group}"
+                args: tuple[int, ...] = (self.start_ms, self.window_ms or 1, self.series.sid, lo, hi)
+            else:
+                sql = f"SELECT ? AS b, {select} FROM {name} WHERE {where}"
+                args = (b, self.series.sid, lo, hi)
+            for row in self.conn.execute(sql, args):
+                if not aggregated or row[1]:
+                    yield row
+
+    @property
+    def reals(self) -> str:
+        """SQL counting the REAL values among the numeric rows, needed only when ints and floats mix.
+
+        ``sum``/``min``/``max``/``first``/``last`` of such a mix are floats even when the chosen value
+        is an int; of ints only or floats only SQLite already returns the right type.
+        """
+        mixed = self.series.types & BIT_FLOAT and self.series.types & BIT_INT
+        return "sum(typeof(v) = 'real')" if mixed else "0"
+
+
+def _aggregate(scan: _Scan, func: str) -> Buckets:
+    if func == "count":
+        acc: dict[int, int] = {}
+        for b, n in scan.rows("count(*)"):
+            acc[b] = acc.get(b, 0) + n
+        return {b: (n, n) for b, n in acc.items()}
+    if func in ("mean", "sum", "min", "max"):
+        try:
+            return _combined(scan, func)
+        except sqlite3.OperationalError as exc:  # sum() of 64-bit ints overflowed
+            if "overflow" not in str(exc):
+                raise
+            return _streamed(scan, func)
+    if func in ("first", "last"):
+        return _first_last(scan, func == "first")
+    if func in ("median", "stddev"):
+        return _streamed(scan, func)
+    raise ValueError(f"unknown aggregate function: {func!r}")
+
+
+def _combined(scan: _Scan, func: str) -> Buckets:
+    expr = {"mean": "total(v)", "sum": "sum(v)", "min": "min(v)", "max": "max(v)"}[func]
+    acc: dict[int, list[Any]] = {}  # b → [n, value, reals]
+    for b, n, x, reals in scan.rows(f"count(*), {expr}, {scan.reals}"):
+        a = acc.get(b)
+        if a is None:
+            acc[b] = [n, x, reals]
+            continue
+        a[0] += n
+        a[2] += reals
+        if func in ("mean", "sum"):
+            a[1] += x
+        elif func == "min":
+            a[1] = min(a[1], x)
+        else:
+            a[1] = max(a[1], x)
+    if func == "mean":
+        return {b: (x / n, n) for b, (n, x, _) in acc.items()}
+    return {b: (float(x) if reals else x, n) for b, (n, x, reals) in acc.items()}
+
+
+def _first_last(scan: _Scan, first: bool) -> Buckets:
+    # SQLite takes the bare column ``v`` from the row that holds min(ts) / max(ts).
+    pick = "min(ts)" if first else "max(ts)"
+    acc: dict[int, list[Any]] = {}  # b → [n, value, reals]
+    for b, n, _, v, reals in scan.rows(f"count(*), {pick}, v, {scan.reals}"):  # oldest first
+        a = acc.get(b)
+        if a is None:
+            acc[b] = [n, v, reals]
+            continue
+        a[0] += n
+        a[2] += reals
+        if not first:
+            a[1] = v
+    return {b: (float(v) if reals else v, n) for b, (n, v, reals) in acc.items()}
+
+
+def _streamed(scan: _Scan, func: str) -> Buckets:
+    values: dict[int, list[Any]] = {}
+    for b, v in scan.rows("v", aggregated=False):
+        group = values.get(b)
+        if group is None:
+            values[b] = [v]
+        else:
+            group.append(v)
+    out: Buckets = {}
+    for b, vals in values.items():
+        n = len(vals)
+        if func == "median":
+            vals.sort()
+            mid = n // 2
+            out[b] = (float(vals[mid]) if n % 2 else (vals[mid - 1] + vals[mid]) / 2, n)
+        elif func == "stddev":
+            mean = math.fsum(vals) / n
+            out[b] = (math.sqrt(math.fsum((x - mean) ** 2 for x in vals) / n), n)
+        else:  # sum (exact, arbitrary precision) after an overflow in SQL
+            total = sum(vals)
+            out[b] = (float(total) if any(type(x) is float for x in vals) else total, n)
+    return out

@@ -1,0 +1,236 @@
+"""The embedded time-series store: SQLite, time-chunked tables, one writer thread.
+
+Layout
+    ``series`` maps each (device, key) to a small integer id and carries the catalogue (unit,
+    first/last timestamp, exact point count, a bitmask of the value types seen) and the latest value.
+    Points live in per-time-chunk tables ``ts_<n>`` (``n = ts_ms // chunk_ms``, ``ts_m<n>`` for
+    negative chunks), each a ``WITHOUT ROWID`` table keyed by ``(series, ts)``: every read is a
+    primary-key range scan of the series it asks for, and inserts only touch the chunks of recent
+    time, so the insert rate stays flat as the store grows. New points first land in ``head``, a
+    small table of the same shape that is moved into the chunks in bulk every ``head_rows`` points;
+    this keeps the pages a batch dirties few (see ``_sqlite_writer``). Readers see ``head`` as the
+    newest chunk of each series. See ``_sqlite_codec`` for how typed values are stored.
+
+Threads
+    All writes run on one dedicated writer thread that owns the write connection; each batch is one
+    ``BEGIN IMMEDIATE`` transaction. Reads run on a small pool of reader threads, each with its own
+    connection and each read in one read transaction, so they see a consistent snapshot and never
+    wait behind writes (WAL mode). Nothing touches SQLite on the event loop.
+
+Durability
+    WAL with ``synchronous=NORMAL`` (the default): a committed batch survives a crash of the process
+    (including ``kill -9``) but the last transactions may be lost on an OS crash or power loss. Pass
+    ``synchronous="FULL"`` to fsync the WAL on every commit and survive those too, at a write cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from iotflow.storage.timeseries import _sqlite_reader as reader
+from iotflow.storage.timeseries._sqlite_writer import Writer, connect
+from iotflow.storage.timeseries.base import (
+    AGGREGATE_FUNCS,
+    AggregateFunc,
+    Bucket,
+    LatestValue,
+    Order,
+    Point,
+    Record,
+    SeriesInfo,
+)
+
+T = TypeVar("T")
+
+_READERS = 2
+_READER_CACHE_KIB = 32768
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+class SqliteTimeseriesStore:
+    """:class:`~iotflow.storage.timeseries.base.TimeseriesStore` on a single SQLite file."""
+
+    backend = "sqlite"
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        chunk_ms: int = 86_400_000,
+        synchronous: str = "NORMAL",
+        head_rows: int = 20_000,
+    ) -> None:
+        if chunk_ms <= 0 or head_rows <= 0:
+            raise ValueError("chunk_ms and head_rows must be positive")
+        if synchronous.upper() not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
+        self.path = path
+        self._writer = Writer(path, chunk_ms, synchronous.upper(), head_rows)
+        self._write_pool: ThreadPoolExecutor | None = None
+        self._read_pool: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._state = "new"  # new → open → closed
+
+    @property
+    def chunk_ms(self) -> int:
+        """The chunk width in use (an existing file keeps the width it was created with)."""
+        return self._writer.chunk_ms
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._state == "open":
+            return
+        if self._state == "closed":
+            raise RuntimeError("time-series store is closed")
+        self._write_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ts-writer")
+        self._read_pool = ThreadPoolExecutor(max_workers=_READERS, thread_name_prefix="ts-reader")
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._write_pool, self._writer.open)
+        except BaseException:
+            await asyncio.to_thread(self._shutdown)
+            raise
+        self._state = "open"
+
+    async def close(self) -> None:
+        if self._state == "closed":
+            return
+        was_open = self._state == "open"
+        self._state = "closed"
+        if was_open and self._write_pool is not None:
+            # Queued behind every write submitted before close(): they all finish first.
+            await asyncio.get_running_loop().run_in_executor(self._write_pool, self._writer.close)
+        await asyncio.to_thread(self._shutdown)
+
+    def _shutdown(self) -> None:
+        for pool in (self._write_pool, self._read_pool):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._write_pool = self._read_pool = None
+        self._writer.close()
+        with self._lock:
+            conns, self._reader_conns = self._reader_conns, []
+        for conn in conns:
+            conn.close()
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise RuntimeError(f"time-series store is {'closed' if self._state == 'closed' else 'not open'}")
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        self._check_open()
+        assert self._write_pool is not None
+        return await asyncio.get_running_loop().run_in_executor(self._write_pool, fn, *args)
+
+    async def _read(self, fn: Callable[..., T], *args: Any, chunks: bool = False) -> T:
+        """``fn(conn, *args)`` (``fn(conn, layout, *args)`` with ``chunks``) on a reader thread."""
+        self._check_open()
+        assert self._read_pool is not None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._read_pool, self._run_read, fn, args, chunks)
+
+    def _run_read(self, fn: Callable[..., T], args: tuple[Any, ...], chunks: bool) -> T:
+        """Run one read in one read transaction (a consistent snapshot) on this thread's connection."""
+        local = self._local
+        conn: sqlite3.Connection | None = getattr(local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, synchronous="NORMAL", cache_kib=_READER_CACHE_KIB, readonly=True)
+            local.conn, local.layout = conn, (None, None)
+            with self._lock:
+                self._reader_conns.append(conn)
+        conn.execute("BEGIN")
+        try:
+            if not chunks:
+                return fn(conn, *args)
+            # The chunk tables of this very snapshot: the schema version tells when to list them again.
+            version = conn.execute("PRAGMA schema_version").fetchone()[0]
+            cached_version, layout = local.layout
+            if layout is None or cached_version != version:
+                layout = reader.layout(conn, self._writer.chunk_ms)
+                local.layout = (version, layout)
+            return fn(conn, layout, *args)
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+
+    # -- API ---------------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def write_batch(self, points: Sequence[Point]) -> int:
+        if not points:
+            self._check_open()
+            return 0
+        return await self._write(self._writer.write_batch, tuple(points))
+
+    async def query(
+        self,
+        device_id: int,
+        *,
+        keys: Sequence[str] | None = None,
+        start_ms: int,
+        end_ms: int,
+        limit: int,
+        offset: int = 0,
+        order: Order = "desc",
+    ) -> list[Record]:
+        if order not in ("asc", "desc"):
+            raise ValueError(f"order must be 'asc' or 'desc', not {order!r}")
+        desc = order == "desc"
+        return await self._read(
+            reader.query, device_id, keys, start_ms, end_ms, limit, offset, desc, chunks=True
+        )
+
+    async def count_records(
+        self, device_id: int, *, keys: Sequence[str] | None = None, start_ms: int, end_ms: int
+    ) -> int:
+        return await self._read(reader.count_records, device_id, keys, start_ms, end_ms, chunks=True)
+
+    async def latest(self, device_id: int, keys: Sequence[str] | None = None) -> dict[str, LatestValue]:
+        return await self._read(reader.latest, device_id, keys)
+
+    async def aggregate(
+        self,
+        device_id: int,
+        key: str,
+        func: AggregateFunc,
+        *,
+        start_ms: int,
+        end_ms: int,
+        window_ms: int | None,
+    ) -> list[Bucket]:
+        if func not in AGGREGATE_FUNCS:
+            raise ValueError(f"unknown aggregate function: {func!r}")
+        return await self._read(
+            reader.aggregate, device_id, key, func, start_ms, end_ms, window_ms, chunks=True
+        )
+
+    async def keys(self, device_id: int) -> list[SeriesInfo]:
+        return await self._read(reader.keys, device_id)
+
+    async def delete(
+        self,
+        device_id: int,
+        *,
+        keys: Sequence[str] | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+    ) -> int:
+        return await self._write(self._writer.delete, device_id, keys, start_ms, end_ms)
+
+    async def delete_device(self, device_id: int) -> int:
+        return await self._write(self._writer.delete_device, device_id)
+
+    async def count_points(self, device_id: int | None = None, since_ms: int | None = None) -> int:
+        return await self._read(reader.count_points, device_id, since_ms, chunks=True)
