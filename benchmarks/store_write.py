@@ -51,20 +51,19 @@ def _points(total: int, seed: int = 1) -> Iterator[Point]:
         tick += 1
 
 
-async def measure(path: str, points: int, batch: int = 500, concurrency: int = 1) -> float:
+async def measure(path: str, points: int, batch: int = 500) -> float:
     """Write ``points`` points into a store at ``path`` and return the rate in points per second.
 
-    With ``concurrency`` 1 (the default) each batch is awaited before the next one is built, and only
-    the time inside ``write_batch`` counts. With more, up to that many batches are in flight at once
-    (as under concurrent ingest) and the rate is points over the wall time of the whole run.
+    Each batch is built, then awaited; only the time inside ``write_batch`` counts.
     """
     store = SqliteTimeseriesStore(path)
     await store.open()
+    written, elapsed = 0, 0.0
     try:
-        if concurrency <= 1:
-            written, elapsed = await _sequential(store, points, batch)
-        else:
-            written, elapsed = await _pipelined(store, points, batch, concurrency)
+        for pending in _batches(points, batch):
+            t0 = time.perf_counter()
+            written += await store.write_batch(pending)
+            elapsed += time.perf_counter() - t0
     finally:
         await store.close()
     if written != points:
@@ -83,40 +82,15 @@ def _batches(points: int, batch: int) -> Iterator[list[Point]]:
         yield pending
 
 
-async def _sequential(store: SqliteTimeseriesStore, points: int, batch: int) -> tuple[int, float]:
-    written, elapsed = 0, 0.0
-    for pending in _batches(points, batch):
-        t0 = time.perf_counter()
-        written += await store.write_batch(pending)
-        elapsed += time.perf_counter() - t0
-    return written, elapsed
-
-
-async def _pipelined(
-    store: SqliteTimeseriesStore, points: int, batch: int, concurrency: int
-) -> tuple[int, float]:
-    written = 0
-    in_flight: set[asyncio.Task[int]] = set()
-    t0 = time.perf_counter()
-    for pending in _batches(points, batch):
-        if len(in_flight) >= concurrency:
-            done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-            written += sum(task.result() for task in done)
-        in_flight.add(asyncio.create_task(store.write_batch(pending)))
-    written += sum(await asyncio.gather(*in_flight))
-    return written, time.perf_counter() - t0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--points", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=500)
-    parser.add_argument("--concurrency", type=int, default=1, help="batches in flight at once (default 1)")
     parser.add_argument("--path", help="store file (default: a temporary directory, removed afterwards)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="iotflow-bench-") as tmp:
         path = args.path or str(Path(tmp) / "telemetry.db")
-        rate = asyncio.run(measure(path, args.points, args.batch, args.concurrency))
+        rate = asyncio.run(measure(path, args.points, args.batch))
     seconds = args.points / rate
     print(json.dumps({"points": args.points, "seconds": round(seconds, 3), "points_per_s": round(rate)}))
     return 0

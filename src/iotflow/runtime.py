@@ -87,16 +87,16 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         )
         await users.start()
         yield Runtime(
-            settings,
-            engine,
-            store,
-            cache,
-            pipeline,
-            presence,
-            devices,
-            telemetry,
-            users,
-            events,
-            RateLimits(settings),
-            time.time(),
+            settings=settings,
+            engine=engine,
+            store=store,
+            cache=cache,
+            pipeline=pipeline,
+            presence=presence,
+            devices=devices,
+            telemetry=telemetry,
+            users=users,
+            events=events,
+            limits=RateLimits(settings),
+            started_at=time.time(),
         )
