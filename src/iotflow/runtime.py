@@ -18,6 +18,8 @@ from iotflow.devices.repository import DeviceRepository
 from iotflow.devices.service import DeviceService
 from iotflow.errors import ConfigError
 from iotflow.events.service import EventLog
+from iotflow.groups.repository import GroupRepository
+from iotflow.groups.service import GroupService
 from iotflow.ingest.pipeline import IngestPipeline
 from iotflow.ratelimit.service import RateLimits
 from iotflow.storage import db
@@ -39,6 +41,7 @@ class Runtime:
     devices: DeviceService
     telemetry: TelemetryService
     users: UserService
+    groups: GroupService
     events: EventLog
     limits: RateLimits
     started_at: float
@@ -61,7 +64,11 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
 
         sessions = db.sessionmaker(engine)
         repo = DeviceRepository(sessions)
-        presence = Presence(repo, cache, offline_after_s=settings.device_offline_after)
+        events = EventLog(sessions)
+        await events.start()
+        stack.push_async_callback(events.stop)
+
+        presence = Presence(repo, cache, events, offline_after_s=settings.device_offline_after)
         await presence.start()
         stack.push_async_callback(presence.stop)
 
@@ -74,18 +81,15 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         await pipeline.start()
         stack.push_async_callback(pipeline.stop)
 
-        events = EventLog(sessions)
-        await events.start()
-        stack.push_async_callback(events.stop)
-
-        devices = DeviceService(repo, cache, store, presence, key_length=settings.api_key_length)
-        telemetry = TelemetryService(settings, store, cache, pipeline, devices)
+        devices = DeviceService(repo, cache, store, presence, events, key_length=settings.api_key_length)
+        telemetry = TelemetryService(settings, store, cache, pipeline, devices, events)
         if not settings.secret_key:
             raise ConfigError("IOTFLOW_SECRET_KEY is not set and no data directory provided one")
         users = UserService(
             UserRepository(sessions), TokenCodec(settings.secret_key, settings.token_ttl), devices
         )
         await users.start()
+        groups = GroupService(GroupRepository(sessions), users, telemetry)
         yield Runtime(
             settings=settings,
             engine=engine,
@@ -96,6 +100,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             devices=devices,
             telemetry=telemetry,
             users=users,
+            groups=groups,
             events=events,
             limits=RateLimits(settings),
             started_at=time.time(),

@@ -4,6 +4,9 @@ Every telemetry message or heartbeat marks its device seen. Writing ``last_seen`
 every message would cost a transaction per message, so marks are kept in memory and flushed every
 second in one transaction (and once more at shutdown). ``is_online`` is derived: a device is online
 when it was heard within ``IOTFLOW_DEVICE_OFFLINE_AFTER`` seconds.
+
+Transitions are recorded in the event log: ``device.online`` when a device that was offline is heard,
+``device.offline`` when the flush loop finds it has been silent for the offline timeout.
 """
 
 from __future__ import annotations
@@ -15,16 +18,26 @@ from typing import Any
 
 from iotflow.cache.base import Cache
 from iotflow.devices.repository import DeviceRepository
+from iotflow.events.service import EventLog
+from iotflow.timeutil import now_ms
 
 log = logging.getLogger(__name__)
 
 
 class Presence:
     def __init__(
-        self, repo: DeviceRepository, cache: Cache, *, offline_after_s: int, flush_every_s: float = 1.0
+        self,
+        repo: DeviceRepository,
+        cache: Cache,
+        events: EventLog,
+        *,
+        offline_after_s: int,
+        flush_every_s: float = 1.0,
     ):
         self._repo = repo
         self._cache = cache
+        self._events = events
+        self._online: dict[int, int] = {}  # devices currently online -> last heard (ms)
         self.offline_after_ms = offline_after_s * 1000
         self._flush_every = flush_every_s
         self._seen: dict[int, int] = {}
@@ -34,12 +47,26 @@ class Presence:
     def seen(self, device_id: int, ts_ms: int) -> None:
         if ts_ms > self._seen.get(device_id, -1):
             self._seen[device_id] = ts_ms
+        previous = self._online.get(device_id)
+        if previous is None or ts_ms - previous > self.offline_after_ms:
+            self._events.record_nowait("device.online", device_id=device_id, ts_ms=ts_ms)
+        if previous is None or ts_ms > previous:
+            self._online[device_id] = ts_ms
+
+    def _sweep_offline(self, now: int) -> None:
+        for device_id, last in list(self._online.items()):
+            if now - last > self.offline_after_ms:
+                del self._online[device_id]
+                self._events.record_nowait(
+                    "device.offline", device_id=device_id, details={"last_seen_ms": last}
+                )
 
     def report(self, device_id: int, attributes: dict[str, Any]) -> None:
         self._reported.setdefault(device_id, {}).update(attributes)
 
     def forget(self, device_id: int) -> None:
         self._seen.pop(device_id, None)
+        self._online.pop(device_id, None)
         self._reported.pop(device_id, None)
 
     def pending_reported(self, device_id: int) -> dict[str, Any]:
@@ -63,6 +90,10 @@ class Presence:
         return last_seen is not None and now_ms - last_seen <= self.offline_after_ms
 
     async def start(self) -> None:
+        now = now_ms()
+        for device_id, last in (await self._repo.last_seen_all()).items():
+            if last is not None and now - last <= self.offline_after_ms:
+                self._online[device_id] = last
         self._task = asyncio.create_task(self._loop(), name="iotflow-presence-flush")
 
     async def stop(self) -> None:
@@ -76,6 +107,7 @@ class Presence:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self._flush_every)
+            self._sweep_offline(now_ms())
             try:
                 await self.flush()
             except Exception as exc:  # keep flushing later; marks are kept until written

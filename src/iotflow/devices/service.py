@@ -10,6 +10,7 @@ from iotflow.devices.presence import Presence
 from iotflow.devices.repository import DeviceRepository
 from iotflow.devices.schemas import DEVICE_STATUSES, encode_config
 from iotflow.errors import BadRequest, NotFound, ValidationFailed
+from iotflow.events.service import EventLog
 from iotflow.storage.models import Device, DeviceConfiguration
 from iotflow.storage.timeseries.base import TimeseriesStore
 from iotflow.timeutil import now_ms
@@ -78,6 +79,7 @@ class DeviceService:
         cache: Cache,
         store: TimeseriesStore,
         presence: Presence,
+        events: EventLog,
         *,
         key_length: int,
     ) -> None:
@@ -85,6 +87,7 @@ class DeviceService:
         self._cache = cache
         self._store = store
         self.presence = presence
+        self._events = events
         self._key_length = key_length
 
     # ----- keys ------------------------------------------------------------------------------------
@@ -112,6 +115,7 @@ class DeviceService:
         if device is None:
             raise NotFound(f"Device {device_id} not found", title="Device not found")
         await self._cache.forget_device(device_id)
+        self._events.record_nowait("device.key_rotated", device_id=device_id, user_id=device.user_id)
         return device, api_key
 
     # ----- lifecycle -------------------------------------------------------------------------------
@@ -134,7 +138,14 @@ class DeviceService:
             created_at=ts,
             updated_at=ts,
         )
-        return await self.repo.add(device), api_key
+        device = await self.repo.add(device)
+        self._events.record_nowait(
+            "device.registered",
+            device_id=device.id,
+            user_id=user_id,
+            details={"name": device.name, "device_type": device.device_type},
+        )
+        return device, api_key
 
     async def get(self, device_id: int) -> Device:
         device = await self.repo.get(device_id) if 0 < device_id <= MAX_ID else None
@@ -157,6 +168,13 @@ class DeviceService:
             raise NotFound(f"Device {device_id} not found", title="Device not found")
         if device.status != current.status or device.name != current.name:
             await self._cache.forget_device(device_id)
+        if device.status != current.status:
+            self._events.record_nowait(
+                "device.status_changed",
+                device_id=device_id,
+                user_id=device.user_id,
+                details={"old_status": current.status, "new_status": device.status},
+            )
         return device
 
     @staticmethod
@@ -171,6 +189,12 @@ class DeviceService:
         await self._cache.forget_device(device_id)
         self.presence.forget(device_id)
         deleted_points = await self._store.delete_device(device_id)
+        self._events.record_nowait(
+            "device.deleted",
+            device_id=device_id,
+            user_id=device.user_id,
+            details={"name": device.name, "points_deleted": deleted_points},
+        )
         return device, deleted_points
 
     # ----- connectivity ----------------------------------------------------------------------------

@@ -9,7 +9,8 @@ from typing import Any, NamedTuple, cast
 from iotflow.cache.base import Cache, DeviceAuth
 from iotflow.config import Settings
 from iotflow.devices.service import DeviceService
-from iotflow.errors import ValidationFailed
+from iotflow.errors import BadRequest, ValidationFailed
+from iotflow.events.service import EventLog
 from iotflow.ingest.pipeline import IngestPipeline
 from iotflow.storage.timeseries.base import (
     AGGREGATE_FUNCS,
@@ -26,6 +27,7 @@ AGGREGATION_ALIASES = {"avg": "mean", "average": "mean", "std": "stddev"}
 VALID_AGGREGATIONS = sorted({*AGGREGATE_FUNCS, "avg"})
 FILL_MODES = ("none", "null", "previous")
 MAX_BUCKETS = 100_000
+REJECTION_EVENT_EVERY_MS = 60_000
 
 
 class Ingested(NamedTuple):
@@ -97,6 +99,7 @@ class TelemetryService:
         cache: Cache,
         pipeline: IngestPipeline,
         devices: DeviceService,
+        events: EventLog,
     ) -> None:
         self._settings = settings
         self.store = store
@@ -105,6 +108,9 @@ class TelemetryService:
         self._devices = devices
         self._max_future_ms = settings.max_future_skew * 1000
         self._last_receive_ts: dict[int, int] = {}
+        self._events = events
+        self._last_rejection_event: dict[int, int] = {}
+        self.rejected = 0
 
     async def ingest(self, device: DeviceAuth, body: Any) -> Ingested:
         """Parse, store (returns after commit), mark the device seen, keep its reported metadata."""
@@ -120,9 +126,13 @@ class TelemetryService:
             last[device_id] = ts
             return ts
 
-        messages = parse_body(
-            body, device_id, now_ms=now, max_future_ms=self._max_future_ms, receive_ts=receive_ts
-        )
+        try:
+            messages = parse_body(
+                body, device_id, now_ms=now, max_future_ms=self._max_future_ms, receive_ts=receive_ts
+            )
+        except BadRequest as exc:
+            self._note_rejection(device, exc, now)
+            raise
         points = messages[0].points if len(messages) == 1 else [p for m in messages for p in m.points]
         await self.pipeline.submit(points)
         presence = self._devices.presence
@@ -131,6 +141,21 @@ class TelemetryService:
             if m.metadata:
                 presence.report(device.id, m.metadata)
         return Ingested(messages, len(points), messages[0].ts_ms)
+
+    def _note_rejection(self, device: DeviceAuth, exc: BadRequest, now: int) -> None:
+        """Count a rejected payload; log it as an event at most once per device per minute."""
+        self.rejected += 1
+        if (
+            now - self._last_rejection_event.get(device.id, -REJECTION_EVENT_EVERY_MS)
+            >= REJECTION_EVENT_EVERY_MS
+        ):
+            self._last_rejection_event[device.id] = now
+            self._events.record_nowait(
+                "telemetry.rejected",
+                device_id=device.id,
+                user_id=device.user_id,
+                details={"error": exc.title, "message": exc.message[:500]},
+            )
 
     async def history(
         self,
