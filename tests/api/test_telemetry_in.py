@@ -76,7 +76,9 @@ def test_missing_timestamp_means_receive_time(api: httpx.Client, device: dict[st
     assert rec["timestamp"].endswith("Z")
 
 
-def test_readings_without_timestamp_never_replace_each_other(api: httpx.Client, device: dict[str, Any]) -> None:
+def test_readings_without_timestamp_never_replace_each_other(
+    api: httpx.Client, device: dict[str, Any]
+) -> None:
     """Receive-time stamps are unique per device, so every acknowledged reading is kept."""
     assert post(api, device, {"batch": [{"data": {"n": i}} for i in range(5)]}).status_code == 201
     for i in range(5, 25):
