@@ -51,3 +51,26 @@ def key_headers(device: dict[str, Any]) -> dict[str, str]:
 @pytest.fixture()
 def tmp_data(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+def new_user(
+    api: httpx.Client, *, admin: bool = False, password: str = "correct horse battery"
+) -> dict[str, Any]:
+    """Register a user with a unique name: {"user": User, "token", "headers", "password"}."""
+    n = next(_names)
+    r = api.post(
+        "/api/v1/auth/register",
+        json={"username": f"user{n}", "email": f"user{n}@example.com", "password": password},
+    )
+    assert r.status_code == 201, r.text
+    body = r.json()
+    if admin:
+        up = api.put(f"/api/v1/users/{body['user']['user_id']}", json={"is_admin": True}, headers=ADMIN)
+        assert up.status_code == 200, up.text
+        body["user"] = up.json()["user"]
+    return {
+        "user": body["user"],
+        "token": body["token"],
+        "headers": {"Authorization": f"Bearer {body['token']}"},
+        "password": password,
+    }

@@ -22,8 +22,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(no_args_is_help=True, help="Database migrations.")
 devices_app = typer.Typer(no_args_is_help=True, help="Manage devices.")
+users_app = typer.Typer(no_args_is_help=True, help="Manage users.")
 app.add_typer(db_app, name="db")
 app.add_typer(devices_app, name="devices")
+app.add_typer(users_app, name="users")
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -174,14 +176,22 @@ def devices_create(
     device_type: Annotated[str, typer.Option("--type", help="Device type, e.g. sensor")],
     description: Annotated[str | None, typer.Option()] = None,
     location: Annotated[str | None, typer.Option()] = None,
+    owner: Annotated[str | None, typer.Option(help="Owner's username or email")] = None,
 ) -> None:
     """Register a device and print its API key (shown only now)."""
-    from iotflow.errors import IoTFlowError
+    from iotflow.errors import IoTFlowError, NotFound
 
     body = {"name": name, "device_type": device_type, "description": description, "location": location}
 
     async def action(rt: Any) -> tuple[Any, str]:
-        return await rt.devices.register({k: v for k, v in body.items() if v is not None})  # type: ignore[no-any-return]
+        user_pk = None
+        if owner is not None:
+            user = await rt.users.repo.by_login(owner)
+            if user is None:
+                raise NotFound(f"No user {owner!r}", title="User not found")
+            user_pk = user.id
+        clean = {k: v for k, v in body.items() if v is not None}
+        return await rt.devices.register(clean, user_id=user_pk)  # type: ignore[no-any-return]
 
     try:
         device, api_key = _run(lambda s: _with_runtime(s, action))
@@ -258,6 +268,71 @@ def devices_delete(
         _fail(f"{exc.title}: {exc.message}")
         return
     typer.echo(f"device {device_id} {device.name!r} deleted with {points} points")
+
+
+# ----- users ------------------------------------------------------------------------------------------
+
+
+@users_app.command("create")
+def users_create(
+    username: str,
+    email: Annotated[str, typer.Option("--email", help="The user's email address")],
+    admin: Annotated[bool, typer.Option("--admin", help="Make the user an administrator")] = False,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from stdin")
+    ] = False,
+) -> None:
+    """Create a user (asks for the password unless --password-stdin)."""
+    from iotflow.errors import IoTFlowError
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+    async def action(rt: Any) -> Any:
+        return await rt.users.create(username, email, password, is_admin=admin)
+
+    try:
+        user = _run(lambda s: _with_runtime(s, action))
+    except IoTFlowError as exc:
+        _fail(f"{exc.title}: {exc.message}")
+        return
+    kind = "admin user" if user.is_admin else "user"
+    typer.echo(f"{kind} {user.username!r} created (id {user.id}, user_id {user.user_id})")
+
+
+@users_app.command("list")
+def users_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False) -> None:
+    """List users."""
+
+    async def action(rt: Any) -> list[dict[str, Any]]:
+        users, _ = await rt.users.repo.find(limit=1_000_000, offset=0)
+        return [
+            {
+                "id": u.id,
+                "user_id": u.user_id,
+                "username": u.username,
+                "email": u.email,
+                "is_active": u.is_active,
+                "is_admin": u.is_admin,
+            }
+            for u in users
+        ]
+
+    rows = _run(lambda s: _with_runtime(s, action))
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("id", "user_id", "username", "email", "active", "admin")
+    for r in rows:
+        table.add_row(
+            str(r["id"]), r["user_id"], r["username"], r["email"], str(r["is_active"]), str(r["is_admin"])
+        )
+    Console().print(table)
 
 
 def main() -> None:

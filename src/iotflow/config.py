@@ -48,7 +48,7 @@ class Settings(BaseSettings):
 
     admin_token: str | None = Field(None, validation_alias=AliasChoices("IOTFLOW_ADMIN_TOKEN"))
     secret_key: str | None = Field(None, validation_alias=AliasChoices("IOTFLOW_SECRET_KEY", "SECRET_KEY"))
-    token_ttl: int = Field(86400, ge=60, validation_alias=AliasChoices("IOTFLOW_TOKEN_TTL"))
+    token_ttl: int = Field(86400, ge=1, validation_alias=AliasChoices("IOTFLOW_TOKEN_TTL"))
     api_key_length: int = Field(
         32, ge=32, le=128, validation_alias=AliasChoices("IOTFLOW_API_KEY_LENGTH", "API_KEY_LENGTH")
     )

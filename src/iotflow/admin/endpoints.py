@@ -23,7 +23,12 @@ async def _device_out(request: Req, d: Device) -> dict[str, Any]:
     rt = runtime(request)
     last_seen, online = await rt.devices.connectivity(d)
     out = device_dict(d, last_seen=last_seen, is_online=online, reported=rt.presence.pending_reported(d.id))
-    out["owner"] = None
+    owner = await rt.users.repo.get(d.user_id) if d.user_id is not None else None
+    out["owner"] = (
+        None
+        if owner is None
+        else {"username": owner.username, "email": owner.email, "user_id": owner.user_id}
+    )
     return out
 
 
@@ -138,6 +143,7 @@ async def admin_stats(request: Req) -> dict[str, Any]:
     return {
         "status": "success",
         "timestamp": format_ts(now),
+        "user_stats": await rt.users.repo.counts(),
         "device_stats": {
             "total": sum(counts.values()),
             "active": counts.get("active", 0),

@@ -15,7 +15,7 @@ from iotflow.auth.guards import (
 )
 from iotflow.auth.principal import Principal
 from iotflow.devices.schemas import config_dict, device_dict, status_dict
-from iotflow.errors import BadRequest, Forbidden, Unauthorized, ValidationFailed
+from iotflow.errors import BadRequest, Forbidden, IoTFlowError, Unauthorized, ValidationFailed
 from iotflow.http import json_object, query_bool, query_int, query_str, runtime
 from iotflow.storage.models import Device
 from iotflow.timeutil import format_ts, now_ms
@@ -314,7 +314,58 @@ async def rotate_key(request: Req, device_id: int) -> dict[str, Any]:
     return {"status": "success", "device_id": device_id, "api_key": api_key}
 
 
+@post("/devices/bulk", status_code=201, summary="Register up to 1000 devices at once")
+async def bulk_register(request: Req) -> dict[str, Any]:
+    """Each item is a registration body. Items that fail are reported in ``errors``; the rest are created."""
+    rt = runtime(request)
+    principal = await require_user(request)
+    body = await json_object(request)
+    items = body.get("devices")
+    if not isinstance(items, list) or not items:
+        raise ValidationFailed("devices", "devices must be a non-empty array of device bodies")
+    if len(items) > 1000:
+        raise ValidationFailed("devices", f"At most 1000 devices per request, got {len(items)}")
+    created: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        try:
+            if not isinstance(item, dict):
+                raise ValidationFailed(f"devices[{index}]", "each device must be a JSON object")
+            owner = principal.user_id
+            if principal.is_admin and item.get("user_id") is not None:
+                owner = await _registration_owner(request, {"user_id": item["user_id"]})
+            device, api_key = await rt.devices.register(item, user_id=owner)
+            out = await _device_out(request, device)
+            out["api_key"] = api_key
+            created.append(out)
+        except IoTFlowError as exc:
+            errors.append({"index": index, "error": exc.title, "message": exc.message})
+    return {"created": created, "errors": errors}
+
+
+@get("/devices/user/{user_id:str}", summary="The devices of one user (that user or admin)")
+async def devices_of_user(request: Req, user_id: str) -> dict[str, Any]:
+    rt = runtime(request)
+    principal = await require_user(request)
+    user = await rt.users.by_public_id(user_id)
+    if not principal.is_admin and principal.user_id != user.id:
+        raise Forbidden("You may only list your own devices")
+    limit = query_int(request, "limit", 100, lo=1, hi=1000)
+    offset = query_int(request, "offset", 0, lo=0)
+    devices, total = await rt.devices.repo.find({"user_id": user.id}, limit=limit, offset=offset)
+    return {
+        "status": "success",
+        "user_id": user.user_id,
+        "username": user.username,
+        "total_devices": total,
+        "devices": [await _device_out(request, d) for d in devices],
+        "meta": {"limit": limit, "offset": offset, "returned": len(devices)},
+    }
+
+
 ROUTES = [
+    bulk_register,
+    devices_of_user,
     register_device,
     own_status,
     credentials,

@@ -8,7 +8,7 @@ from typing import Any
 from litestar import Request, delete, get, post
 from litestar.datastructures import State
 
-from iotflow.auth.guards import require_device, require_device_access
+from iotflow.auth.guards import require_device, require_device_access, require_principal
 from iotflow.devices.schemas import config_dict, device_dict, ts_or_none
 from iotflow.errors import BadRequest, Forbidden, NotFound, ValidationFailed
 from iotflow.http import json_body, query_bool, query_int, query_keys, query_str, runtime
@@ -406,7 +406,45 @@ async def device_summary(request: Req, device_id: int) -> dict[str, Any]:
     }
 
 
+@get("/telemetry/user/{user_id:str}", summary="Recent telemetry of every device of one user")
+async def user_telemetry(request: Req, user_id: str) -> dict[str, Any]:
+    """That user, admin, or the key of one of that user's devices. Records newest first, merged."""
+    rt = runtime(request)
+    principal = await require_principal(request)
+    user = await rt.users.by_public_id(user_id)
+    allowed = principal.is_admin or principal.user_id == user.id
+    if principal.kind == "device":
+        assert principal.device is not None
+        allowed = principal.device.user_id == user.id
+    if not allowed:
+        raise Forbidden("You may only read your own devices' telemetry")
+    start, end = time_range(request, default_start=DAY)
+    limit = query_int(request, "limit", 100, lo=1, hi=1000)
+    device_ids = await rt.devices.repo.ids_of_owner(user.id)
+    rows: list[tuple[int, int, dict[str, Any]]] = []
+    total = 0
+    for device_id in device_ids:
+        total += await rt.store.count_records(device_id, start_ms=start, end_ms=end)
+        for record in await rt.telemetry.history(
+            device_id, keys=None, start_ms=start, end_ms=end, limit=limit
+        ):
+            rows.append((-record.ts_ms, device_id, {**record_dict(record), "device_id": device_id}))
+    rows.sort(key=lambda row: row[:2])
+    telemetry = [row[2] for row in rows[:limit]]
+    return {
+        "status": "success",
+        "user_id": user.user_id,
+        "telemetry": telemetry,
+        "count": len(telemetry),
+        "total_count": total,
+        "limit": limit,
+        "start_time": format_ts(start),
+        "end_time": format_ts(end),
+    }
+
+
 ROUTES = [
+    user_telemetry,
     post_device_telemetry,
     post_telemetry,
     post_mqtt_telemetry,
