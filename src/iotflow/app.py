@@ -16,6 +16,7 @@ from iotflow import __version__
 from iotflow.admin.endpoints import ROUTES as ADMIN_ROUTES
 from iotflow.config import Settings
 from iotflow.devices.endpoints import ROUTES as DEVICE_ROUTES
+from iotflow.groups.endpoints import ROUTES as GROUP_ROUTES
 from iotflow.health.endpoints import ROUTES as HEALTH_ROUTES
 from iotflow.http import render_error
 from iotflow.runtime import open_runtime
@@ -46,7 +47,8 @@ def create_app(settings: Settings) -> Litestar:
             yield
 
     api = Router(
-        path="/api/v1", route_handlers=[*USER_ROUTES, *DEVICE_ROUTES, *TELEMETRY_ROUTES, *ADMIN_ROUTES]
+        path="/api/v1",
+        route_handlers=[*USER_ROUTES, *DEVICE_ROUTES, *TELEMETRY_ROUTES, *GROUP_ROUTES, *ADMIN_ROUTES],
     )
     cors = None
     if settings.cors_origins:
