@@ -140,6 +140,7 @@ def iotflow_server() -> ServerProcess:
             "IOTFLOW_ADMIN_TOKEN": ADMIN_TOKEN,
             "IOTFLOW_MQTT_ENABLED": "false",
             "IOTFLOW_LOG_LEVEL": "WARNING",
+            "IOTFLOW_RATE_LIMITS": "false",  # benchmarks measure ingest, not the limiter (spec §9)
         },
     )
 

@@ -13,12 +13,18 @@ import pytest
 from tests.server import ADMIN_TOKEN, Server
 
 ADMIN = {"Authorization": f"admin {ADMIN_TOKEN}"}
+# Rate limits stay on in the shared server, set high enough that the suite never meets them (the real
+# limits are tested on servers of their own in tests/api/test_ratelimits.py).
+HIGH_RATE_LIMITS = {
+    f"IOTFLOW_RATE_LIMIT_{name}": "1000000"
+    for name in ("PER_MINUTE", "TELEMETRY", "HEARTBEAT", "LOGIN", "REGISTRATION")
+}
 _names = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("iotflow")).start()
+    srv = Server(tmp_path_factory.mktemp("iotflow"), **HIGH_RATE_LIMITS).start()
     yield srv
     srv.stop()
     # No request in the whole session may have produced a 500.

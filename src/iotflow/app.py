@@ -14,11 +14,16 @@ from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
 from iotflow import __version__
 from iotflow.admin.endpoints import ROUTES as ADMIN_ROUTES
+from iotflow.alerts.endpoints import ROUTES as ALERT_ROUTES
 from iotflow.config import Settings
 from iotflow.devices.endpoints import ROUTES as DEVICE_ROUTES
+from iotflow.events.endpoints import ROUTES as EVENT_ROUTES
 from iotflow.groups.endpoints import ROUTES as GROUP_ROUTES
 from iotflow.health.endpoints import ROUTES as HEALTH_ROUTES
 from iotflow.http import render_error
+from iotflow.metrics.endpoints import ROUTES as METRICS_ROUTES
+from iotflow.metrics.middleware import MetricsMiddleware
+from iotflow.ratelimit.hooks import check_rate_limit
 from iotflow.runtime import open_runtime
 from iotflow.telemetry.endpoints import ROUTES as TELEMETRY_ROUTES
 from iotflow.users.endpoints import ROUTES as USER_ROUTES
@@ -48,14 +53,23 @@ def create_app(settings: Settings) -> Litestar:
 
     api = Router(
         path="/api/v1",
-        route_handlers=[*USER_ROUTES, *DEVICE_ROUTES, *TELEMETRY_ROUTES, *GROUP_ROUTES, *ADMIN_ROUTES],
+        route_handlers=[
+            *USER_ROUTES,
+            *DEVICE_ROUTES,
+            *TELEMETRY_ROUTES,
+            *GROUP_ROUTES,
+            *ALERT_ROUTES,
+            *EVENT_ROUTES,
+            *ADMIN_ROUTES,
+        ],
+        before_request=check_rate_limit,
     )
     cors = None
     if settings.cors_origins:
         cors = CORSConfig(allow_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()])
     handlers: dict[Any, Any] = {Exception: render_error}
-    return Litestar(
-        route_handlers=[*HEALTH_ROUTES, api],
+    app = Litestar(
+        route_handlers=[*HEALTH_ROUTES, *METRICS_ROUTES, api],
         lifespan=[lifespan],
         exception_handlers=handlers,
         request_max_body_size=settings.max_body_bytes,
@@ -69,3 +83,6 @@ def create_app(settings: Settings) -> Litestar:
         ),
         logging_config=None,
     )
+    # outside routing: counts the requests no route matches too, and adds the rate-limit headers
+    app.asgi_handler = MetricsMiddleware(app.asgi_handler)
+    return app

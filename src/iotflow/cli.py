@@ -115,6 +115,9 @@ def serve(
             log_level="warning",
             access_log=False,
             lifespan="on",
+            # Open streams (SSE) never end by themselves: give them 3 s, then close them so that
+            # the lifespan still runs and flushes every buffer.
+            timeout_graceful_shutdown=3,
         )
     except ConfigError as exc:
         _fail(str(exc))

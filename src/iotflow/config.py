@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     rate_limit_telemetry: int = Field(
         6000, ge=1, validation_alias=AliasChoices("IOTFLOW_RATE_LIMIT_TELEMETRY")
     )
+    rate_limit_heartbeat: int = Field(60, ge=1, validation_alias=AliasChoices("IOTFLOW_RATE_LIMIT_HEARTBEAT"))
+    rate_limit_login: int = Field(10, ge=1, validation_alias=AliasChoices("IOTFLOW_RATE_LIMIT_LOGIN"))
+    # per 5 minutes
+    rate_limit_registration: int = Field(
+        10, ge=1, validation_alias=AliasChoices("IOTFLOW_RATE_LIMIT_REGISTRATION")
+    )
 
     retention_days: int = Field(0, ge=0, validation_alias=AliasChoices("IOTFLOW_RETENTION_DAYS"))
     max_body_bytes: int = Field(1048576, ge=1024, validation_alias=AliasChoices("IOTFLOW_MAX_BODY_BYTES"))

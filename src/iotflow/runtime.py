@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from iotflow.alerts.repository import AlertRepository
+from iotflow.alerts.service import AlertService
 from iotflow.auth.tokens import TokenCodec
 from iotflow.cache import get_cache
 from iotflow.cache.base import Cache
@@ -21,6 +23,7 @@ from iotflow.events.service import EventLog
 from iotflow.groups.repository import GroupRepository
 from iotflow.groups.service import GroupService
 from iotflow.ingest.pipeline import IngestPipeline
+from iotflow.metrics.registry import Metrics
 from iotflow.ratelimit.service import RateLimits
 from iotflow.storage import db
 from iotflow.storage.timeseries import get_timeseries_store
@@ -42,8 +45,10 @@ class Runtime:
     telemetry: TelemetryService
     users: UserService
     groups: GroupService
+    alerts: AlertService
     events: EventLog
     limits: RateLimits
+    metrics: Metrics
     started_at: float
 
 
@@ -78,6 +83,8 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             max_queue_points=settings.ingest_queue_points,
             max_batch_points=settings.ingest_max_batch,
         )
+        metrics = Metrics()
+        pipeline.add_commit_observer(metrics.batch_committed)
         await pipeline.start()
         stack.push_async_callback(pipeline.stop)
 
@@ -90,6 +97,10 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         )
         await users.start()
         groups = GroupService(GroupRepository(sessions), users, telemetry)
+        alerts = AlertService(AlertRepository(sessions), events)
+        await alerts.start()
+        stack.push_async_callback(alerts.stop)
+        pipeline.add_listener(alerts.on_points)
         yield Runtime(
             settings=settings,
             engine=engine,
@@ -101,7 +112,9 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             telemetry=telemetry,
             users=users,
             groups=groups,
+            alerts=alerts,
             events=events,
-            limits=RateLimits(settings),
+            limits=RateLimits(settings, on_refused=metrics.rate_limited),
+            metrics=metrics,
             started_at=time.time(),
         )

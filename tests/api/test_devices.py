@@ -230,8 +230,6 @@ def test_delete_removes_device_and_telemetry(api: httpx.Client) -> None:
     assert api.get(f"/api/v1/telemetry/{dev['id']}/keys", headers=ADMIN).status_code == 404
     assert api.post("/api/v1/devices/telemetry", json={"data": {"t": 1}}, headers=h).status_code == 401
     assert api.delete(f"/api/v1/devices/{dev['id']}", headers=ADMIN).status_code == 404
-    # the name is free again
-    assert (
-        api.post("/api/v1/devices/register", json={"name": dev["name"], "device_type": "x"}).status_code
-        == 201
-    )
+    # the name is free again, and the id is never given to another device
+    again = api.post("/api/v1/devices/register", json={"name": dev["name"], "device_type": "x"})
+    assert again.status_code == 201 and again.json()["device"]["id"] > dev["id"]

@@ -29,6 +29,7 @@ from iotflow.storage.timeseries.base import LatestValue, Point, TimeseriesStore
 log = logging.getLogger(__name__)
 
 Listener = Callable[[Sequence[Point]], Awaitable[None]]
+CommitObserver = Callable[[int, float], None]
 
 
 @dataclass(slots=True)
@@ -86,6 +87,7 @@ class IngestPipeline:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._listeners: list[Listener] = []
+        self._commit_observers: list[CommitObserver] = []
         self._background: set[asyncio.Task[None]] = set()
         self.stats = IngestStats()
 
@@ -107,6 +109,10 @@ class IngestPipeline:
     def add_listener(self, listener: Listener) -> None:
         """Called with every committed batch, after the submitters were released."""
         self._listeners.append(listener)
+
+    def add_commit_observer(self, observer: CommitObserver) -> None:
+        """Called (synchronously) with (points, seconds spent writing) after every committed batch."""
+        self._commit_observers.append(observer)
 
     @property
     def queue_depth(self) -> int:
@@ -175,7 +181,10 @@ class IngestPipeline:
                     ServiceUnavailable("Telemetry store is unavailable; retry shortly", retry_after=2)
                 )
             return
-        self.stats.record(len(points), len(items), time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self.stats.record(len(points), len(items), elapsed)
+        for observe in self._commit_observers:
+            observe(len(points), elapsed)
         await self._update_latest(points)
         for item in items:
             if not item.future.done():

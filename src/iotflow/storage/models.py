@@ -1,5 +1,8 @@
 """SQLAlchemy 2 models of the metadata database: devices, configuration, events, users, groups, alerts.
 
+Ids are never reused (AUTOINCREMENT on SQLite, sequences on PostgreSQL): a deleted device's events,
+alerts or cached state can never be mistaken for a later device's.
+
 All timestamps are integer milliseconds since the Unix epoch (UTC): one representation for SQLite
 and PostgreSQL, formatted as ISO-8601 ``Z`` only at the API edge.
 """
@@ -29,7 +32,10 @@ class Base(DeclarativeBase):
 
 class Device(Base):
     __tablename__ = "devices"
-    __table_args__ = (UniqueConstraint("owner_scope", "name", name="uq_devices_owner_name"),)
+    __table_args__ = (
+        UniqueConstraint("owner_scope", "name", name="uq_devices_owner_name"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(100))
@@ -55,7 +61,10 @@ class Device(Base):
 
 class DeviceConfiguration(Base):
     __tablename__ = "device_configurations"
-    __table_args__ = (UniqueConstraint("device_id", "config_key", name="uq_device_config_key"),)
+    __table_args__ = (
+        UniqueConstraint("device_id", "config_key", name="uq_device_config_key"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
@@ -72,6 +81,7 @@ class Event(Base):
         Index("ix_events_ts", "ts"),
         Index("ix_events_user_ts", "user_id", "ts"),
         Index("ix_events_type_ts", "type", "ts"),
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -84,6 +94,7 @@ class Event(Base):
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     user_id: Mapped[str] = mapped_column(String(32), unique=True)  # public 32-hex id
@@ -109,7 +120,10 @@ class RevokedToken(Base):
 
 class Group(Base):
     __tablename__ = "device_groups"
-    __table_args__ = (UniqueConstraint("user_id", "name", name="uq_groups_user_name"),)
+    __table_args__ = (
+        UniqueConstraint("user_id", "name", name="uq_groups_user_name"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(100))
@@ -134,6 +148,7 @@ class GroupMember(Base):
 
 class AlertRule(Base):
     __tablename__ = "alert_rules"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(100))
@@ -157,6 +172,7 @@ class Alert(Base):
     __table_args__ = (
         Index("ix_alerts_user_state", "user_id", "state"),
         Index("ix_alerts_rule_device_state", "rule_id", "device_id", "state"),
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -73,11 +73,20 @@ async def _device(request: Req, device_id: int) -> Device:
 # ----- in --------------------------------------------------------------------------------------------
 
 
-async def _ingest(request: Req) -> tuple[Any, Any]:
+async def _ingest(request: Req, device_id: int | None = None) -> tuple[Any, Any]:
     rt = runtime(request)
-    device = await require_device(request, active=True)
-    body = await json_body(request)
-    return device, await rt.telemetry.ingest(device, body)
+    try:
+        device = await require_device(request, active=True)
+        if device_id is not None and device.id != device_id:
+            raise Forbidden(
+                "An API key may only publish for its own device", title="Forbidden: device mismatch"
+            )
+        result = await rt.telemetry.ingest(device, await json_body(request))
+    except Exception as exc:
+        rt.metrics.telemetry_rejected("http", exc)
+        raise
+    rt.metrics.telemetry_received("http", result.points)
+    return device, result
 
 
 @post("/devices/telemetry", status_code=201, summary="Send telemetry (the device's own key)")
@@ -108,11 +117,7 @@ async def post_telemetry(request: Req) -> dict[str, Any]:
     "/mqtt/telemetry/{device_id:int}", status_code=201, summary="The HTTP twin of an MQTT telemetry publish"
 )
 async def post_mqtt_telemetry(request: Req, device_id: int) -> dict[str, Any]:
-    rt = runtime(request)
-    device = await require_device(request, active=True)
-    if device.id != device_id:
-        raise Forbidden("An API key may only publish for its own device", title="Forbidden: device mismatch")
-    result = await rt.telemetry.ingest(device, await json_body(request))
+    device, result = await _ingest(request, device_id)
     return {
         "status": "success",
         "message": "Telemetry data processed successfully",

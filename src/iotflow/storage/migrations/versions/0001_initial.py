@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.Column("last_seen", sa.BigInteger),
         sa.UniqueConstraint("owner_scope", "name", name="uq_devices_owner_name"),
         sa.UniqueConstraint("api_key_hash", name="uq_devices_api_key_hash"),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_devices_user_id", "devices", ["user_id"])
     op.create_table(
@@ -50,6 +51,7 @@ def upgrade() -> None:
         sa.Column("data_type", sa.String(16), nullable=False),
         sa.Column("updated_at", sa.BigInteger, nullable=False),
         sa.UniqueConstraint("device_id", "config_key", name="uq_device_config_key"),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "events",
@@ -59,6 +61,7 @@ def upgrade() -> None:
         sa.Column("user_id", sa.Integer),
         sa.Column("ts", sa.BigInteger, nullable=False),
         sa.Column("details", sa.JSON, nullable=False),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_events_device_ts", "events", ["device_id", "ts"])
     op.create_index("ix_events_ts", "events", ["ts"])

@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("user_id", name="uq_users_user_id"),
         sa.UniqueConstraint("username", name="uq_users_username"),
         sa.UniqueConstraint("email", name="uq_users_email"),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "revoked_tokens",
@@ -49,6 +50,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.BigInteger, nullable=False),
         sa.Column("updated_at", sa.BigInteger, nullable=False),
         sa.UniqueConstraint("user_id", "name", name="uq_groups_user_name"),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_device_groups_user_id", "device_groups", ["user_id"])
     op.create_table(
@@ -75,6 +77,7 @@ def upgrade() -> None:
         sa.Column("enabled", sa.Boolean, nullable=False),
         sa.Column("created_at", sa.BigInteger, nullable=False),
         sa.Column("updated_at", sa.BigInteger, nullable=False),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_alert_rules_user_id", "alert_rules", ["user_id"])
     op.create_table(
@@ -93,6 +96,7 @@ def upgrade() -> None:
         sa.Column("opened_at", sa.BigInteger, nullable=False),
         sa.Column("acknowledged_at", sa.BigInteger),
         sa.Column("resolved_at", sa.BigInteger),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_alerts_user_state", "alerts", ["user_id", "state"])
     op.create_index("ix_alerts_rule_device_state", "alerts", ["rule_id", "device_id", "state"])

@@ -1,0 +1,227 @@
+"""What alert-rule evaluation costs batched HTTP ingest.
+
+    python -m benchmarks.alerts_overhead [--quick] [--duration S] [--generator auto|wrk|python]
+
+One IoTFlow server (rate limits off), 64 devices of one user, batched POSTs of 500 points with
+distinct timestamps (the P2 workload of ``benchmarks.run``). After a burn-in, five measured runs on
+the same server, each after its own warm-up, alternate: no rules, 100 enabled rules (created just
+before), no rules (the rules deleted), 100 rules, no rules. Each side is averaged, so drift of the
+server over the runs (a growing store) counts against neither. Prints
+``{"rules_0", "rules_100", "ratio", "target", "pass", ...}`` (points/s).
+
+The 100 rules all watch keys that are in every payload: 85 on single devices, 5 on all of the
+user's devices, 3 of the admin token on every device, none of which fire, plus 5 on single devices
+that fire at once and stay open, and 2 that match one reading in every request and not the latest
+one, so each such batch opens and at once resolves an alert (a busy write path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from benchmarks import pyload, wrk
+from benchmarks.loadgen import LoadResult
+from benchmarks.payloads import BATCH_KEYS, Workload, base_timestamp_ms
+from benchmarks.servers import ADMIN_TOKEN, ServerProcess, http_json, iotflow_server
+
+TARGET = 0.8
+DEVICES = 64
+RUN_OFFSET_MS = 100_000_000  # each run's timestamps start ~28 h after the previous run's
+ADMIN = {"Authorization": f"admin {ADMIN_TOKEN}"}
+# Per key: a condition that never holds for the benchmark's values (see benchmarks.payloads).
+QUIET = {
+    "temperature": (">", 60.0),
+    "humidity": (">", 90.0),
+    "pressure": ("<", 950.0),
+    "battery": ("<", 0.0),
+    "rssi": ("<", -120.0),
+}
+QUIET_WIDE = {
+    "temperature": (">=", 70.0),
+    "humidity": (">=", 99.0),
+    "pressure": (">", 1100.0),
+    "battery": (">", 100.0),
+    "rssi": (">", -10.0),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    duration: float
+    warmup: float
+    burn_in: float
+    tool: str
+    connections: int = 16
+    threads: int = 2
+
+
+def log(message: str) -> None:
+    print(f"[alerts-bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _call(server: ServerProcess, method: str, path: str, body: Any = None, **headers: str) -> Any:
+    status, out = http_json(method, server.url + path, body, headers)
+    if status >= 300:
+        raise RuntimeError(f"{method} {path} -> {status}: {out}")
+    return out
+
+
+def _fleet(server: ServerProcess) -> tuple[dict[str, str], list[tuple[int, str]]]:
+    """A user and their devices: (bearer headers, [(device id, api key)])."""
+    creds = {"username": "alerts-bench", "email": "alerts-bench@example.com", "password": "bench-password"}
+    token = _call(server, "POST", "/api/v1/auth/register", creds)["token"]
+    user = {"Authorization": f"Bearer {token}"}
+    devices = []
+    for i in range(DEVICES):
+        body = {"name": f"alerts-bench-{i}", "device_type": "sensor"}
+        device = _call(server, "POST", "/api/v1/devices/register", body, **user)["device"]
+        devices.append((int(device["id"]), str(device["api_key"])))
+    return user, devices
+
+
+def _rules(user: dict[str, str], device_ids: list[int]) -> list[tuple[dict[str, str], dict[str, Any]]]:
+    """(credentials, rule body) of the 100 rules."""
+    rules: list[tuple[dict[str, str], dict[str, Any]]] = []
+    for j in range(85):
+        key = BATCH_KEYS[j % len(BATCH_KEYS)]
+        op, threshold = QUIET[key]
+        body = {
+            "key": key,
+            "operator": op,
+            "threshold": threshold,
+            "device_id": device_ids[j % len(device_ids)],
+        }
+        rules.append((user, body))
+    for key, (op, threshold) in QUIET_WIDE.items():  # all of the user's devices
+        rules.append((user, {"key": key, "operator": op, "threshold": threshold, "severity": "critical"}))
+    for key, op, threshold in (("temperature", "<", -40.0), ("humidity", "<", 0.0), ("pressure", "<", 500.0)):
+        rules.append((ADMIN, {"key": key, "operator": op, "threshold": threshold, "severity": "info"}))
+    for i in range(5):  # fire at once, stay open
+        rules.append(
+            (user, {"key": "pressure", "operator": ">", "threshold": 1000, "device_id": device_ids[i]})
+        )
+    for i in range(5, 7):  # 25.0 is one reading of each request, never its latest: open + resolve
+        rules.append(
+            (user, {"key": "temperature", "operator": "==", "threshold": 25.0, "device_id": device_ids[i]})
+        )
+    assert len(rules) == 100
+    return rules
+
+
+def _load(server: ServerProcess, cfg: Config, workload: Workload, duration: float) -> LoadResult:
+    if cfg.tool == "wrk":
+        return wrk.run_wrk(
+            server.url, workload, connections=cfg.connections, threads=cfg.threads, duration=duration
+        )
+    return pyload.closed_loop(server.url, workload, connections=cfg.connections, duration=duration)
+
+
+def _run(server: ServerProcess, cfg: Config, workload: Workload, name: str) -> dict[str, Any]:
+    """A short warm-up, then the measured run (later timestamps, same devices)."""
+    _load(server, cfg, workload, cfg.warmup)
+    cpu0 = server.cpu_seconds()
+    result = _load(server, cfg, workload.shifted(RUN_OFFSET_MS // 2), cfg.duration)
+    cpu1 = server.cpu_seconds()
+    row: dict[str, Any] = {
+        "points_per_s": round(result.points_per_s, 1),
+        "non_2xx": result.non_2xx,
+        "socket_errors": result.socket_errors,
+        "p99_ms": round(result.latency_ms.get("p99", 0.0), 2),
+    }
+    if cpu0 is not None and cpu1 is not None and result.ok:
+        points = result.ok * result.points_per_request
+        row["server_cpu_us_per_point"] = round((cpu1 - cpu0) / points * 1e6, 3)
+    log(f"{name}: {result.points_per_s:,.0f} points/s, non-2xx {result.non_2xx}, p99 {row['p99_ms']} ms")
+    return row
+
+
+def _mean(rows: list[dict[str, Any]], field: str) -> float:
+    values = [float(r[field]) for r in rows if field in r]
+    return sum(values) / len(values) if values else 0.0
+
+
+def measure(cfg: Config) -> dict[str, Any]:
+    """Runs without rules and with 100 rules, alternating (A B A B A) after a burn-in run."""
+    server = iotflow_server()
+    server.env["IOTFLOW_RATE_LIMITS"] = "false"
+    with server:
+        log(f"IoTFlow on {server.url}; {cfg.tool}, {cfg.duration:g} s per run")
+        user, devices = _fleet(server)
+        base = Workload("batch", tuple(key for _, key in devices), base_timestamp_ms())
+        # A fresh server is slower for its first seconds (page cache, first chunk tables): not measured.
+        _load(server, cfg, base.shifted(-RUN_OFFSET_MS), cfg.burn_in)
+        bodies = _rules(user, [device_id for device_id, _ in devices])
+        without: list[dict[str, Any]] = []
+        with_rules: list[dict[str, Any]] = []
+        for i, rules_on in enumerate((False, True, False, True, False)):
+            workload = base.shifted(i * RUN_OFFSET_MS)
+            if not rules_on:
+                without.append(_run(server, cfg, workload, "0 rules"))
+                continue
+            created = [
+                (creds, int(_call(server, "POST", "/api/v1/alerts/rules", body, **creds)["rule"]["id"]))
+                for creds, body in bodies
+            ]
+            row = _run(server, cfg, workload, "100 rules")
+            row["alerts_open"] = _call(server, "GET", "/api/v1/alerts?state=open&limit=1", **ADMIN)["meta"][
+                "total"
+            ]
+            row["alerts_total"] = _call(server, "GET", "/api/v1/alerts?limit=1", **ADMIN)["meta"]["total"]
+            with_rules.append(row)
+            for creds, rule_id in created:  # (deleting a rule deletes its alerts)
+                _call(server, "DELETE", f"/api/v1/alerts/rules/{rule_id}", **creds)
+
+    rules_0, rules_100 = _mean(without, "points_per_s"), _mean(with_rules, "points_per_s")
+    ratio = round(rules_100 / rules_0, 4) if rules_0 > 0 else 0.0
+    fired = all(r["alerts_open"] >= 5 for r in with_rules)
+    return {
+        "rules_0": round(rules_0, 1),
+        "rules_100": round(rules_100, 1),
+        "ratio": ratio,
+        "target": TARGET,
+        "pass": ratio >= TARGET and fired,
+        "unit": "points/s",
+        "what": "batched HTTP ingest (500 points per POST, 64 devices) with 100 enabled alert rules "
+        "vs none; runs alternate without and with rules, each side averaged",
+        "server_cpu_us_per_point": {
+            "rules_0": round(_mean(without, "server_cpu_us_per_point"), 3),
+            "rules_100": round(_mean(with_rules, "server_cpu_us_per_point"), 3),
+        },
+        "rules_fired": fired,
+        "generator": cfg.tool,
+        "runs": {"rules_0": without, "rules_100": with_rules},
+    }
+
+
+def parse_args(argv: list[str] | None) -> Config:
+    parser = argparse.ArgumentParser(description="Alert-rule overhead on batched ingest (JSON on stdout).")
+    parser.add_argument("--quick", action="store_true", help="short runs that only prove the benchmark runs")
+    parser.add_argument("--duration", type=float, help="seconds per measured run (default 10, quick 2)")
+    parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
+    args = parser.parse_args(argv)
+    duration = args.duration if args.duration is not None else (2.0 if args.quick else 10.0)
+    if duration <= 0:
+        parser.error("--duration must be positive")
+    tool = args.generator
+    if tool == "auto":
+        tool = "wrk" if wrk.available() else "python"
+    elif tool == "wrk" and not wrk.available():
+        parser.error("wrk is not installed (apt-get install wrk)")
+    return Config(
+        duration=duration, warmup=1.0 if args.quick else 2.0, burn_in=2.0 if args.quick else 8.0, tool=tool
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    report = measure(parse_args(argv))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,2 @@
+"""Prometheus metrics: the registry (:mod:`.registry`), the request counter (:mod:`.middleware`) and
+``GET /metrics`` (:mod:`.endpoints`)."""
