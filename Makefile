@@ -29,8 +29,8 @@ test: $(DEVSTAMP)
 
 ## make check: ruff (lint + format check) and mypy --strict on src
 check: $(DEVSTAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/mypy
 
 ## make bench: ingest benchmarks, printed as JSON

@@ -38,6 +38,7 @@ class World:
     dev_b: dict[str, Any]
     group_a: int
     group_b: int
+    rule_a: int
 
     def headers(self, cred: str) -> dict[str, str]:
         return {
@@ -57,6 +58,38 @@ class World:
         )
         assert r.status_code == 201
         return r.json()["device"]  # type: ignore[no-any-return]
+
+    def fresh_rule(self) -> int:
+        body = {
+            "name": f"r-{time.monotonic_ns()}",
+            "device_id": self.dev_a["id"],
+            "key": "temperature",
+            "operator": ">",
+            "threshold": 1000,
+        }
+        r = self.api.post("/api/v1/alerts/rules", json=body, headers=self.a["headers"])
+        assert r.status_code == 201, r.text
+        return r.json()["rule"]["id"] if "rule" in r.json() else r.json()["id"]  # type: ignore[no-any-return]
+
+    def fresh_alert(self) -> int:
+        """An open alert on A's second device (a rule on a key of its own, then a matching reading)."""
+        key = f"k{time.monotonic_ns()}"
+        body = {"name": key, "device_id": self.dev_a2["id"], "key": key, "operator": ">", "threshold": 0}
+        assert self.api.post("/api/v1/alerts/rules", json=body, headers=self.a["headers"]).status_code == 201
+        r = self.api.post(
+            "/api/v1/devices/telemetry", json={"data": {key: 1}}, headers=key_headers(self.dev_a2)
+        )
+        assert r.status_code == 201
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            alerts = self.api.get(
+                "/api/v1/alerts", params={"state": "open", "limit": 1000}, headers=self.a["headers"]
+            ).json()["alerts"]
+            found = [x["id"] for x in alerts if x["key"] == key]
+            if found:
+                return int(found[0])
+            time.sleep(0.05)
+        raise AssertionError("the alert did not open")
 
     def fresh_group(self) -> int:
         r = self.api.post(
@@ -100,7 +133,19 @@ def world(server: Any) -> Iterator[World]:
         gid = r.json()["group"]["id"]
         api.post(f"/api/v1/groups/{gid}/devices", json={"device_id": dev["id"]}, headers=owner["headers"])
         groups.append(gid)
-    yield World(api, a, b, dev_a, dev_a2, dev_b, groups[0], groups[1])
+    rules = []
+    for owner, dev in ((a, dev_a), (b, dev_b)):
+        body = {
+            "name": "iso-rule",
+            "device_id": dev["id"],
+            "key": "temperature",
+            "operator": ">",
+            "threshold": 1000,
+        }
+        r = api.post("/api/v1/alerts/rules", json=body, headers=owner["headers"])
+        assert r.status_code == 201, r.text
+        rules.append(r.json()["rule"]["id"] if "rule" in r.json() else r.json()["id"])
+    yield World(api, a, b, dev_a, dev_a2, dev_b, groups[0], groups[1], rules[0])
     api.close()
 
 
@@ -218,6 +263,19 @@ CASES = [
         "group remove device", "DELETE", lambda w: f"/groups/{w.group_a}/devices/{w.dev_a2['id']}", USER_ONLY
     ),
     Case("delete group", "DELETE", lambda w: f"/groups/{w.fresh_group()}", USER_ONLY, fresh=True),
+    Case("get rule", "GET", lambda w: f"/alerts/rules/{w.rule_a}", USER_ONLY),
+    Case(
+        "put rule",
+        "PUT",
+        lambda w: f"/alerts/rules/{w.rule_a}",
+        USER_ONLY,
+        body=lambda w: {"name": "iso-rule"},
+    ),
+    Case("delete rule", "DELETE", lambda w: f"/alerts/rules/{w.fresh_rule()}", USER_ONLY, fresh=True),
+    Case(
+        "acknowledge alert", "POST", lambda w: f"/alerts/{w.fresh_alert()}/acknowledge", USER_ONLY, fresh=True
+    ),
+    Case("resolve alert", "POST", lambda w: f"/alerts/{w.fresh_alert()}/resolve", USER_ONLY, fresh=True),
     # administration
     Case("admin devices", "GET", lambda w: "/admin/devices", ADMIN_ONLY),
     Case("admin device", "GET", lambda w: f"/admin/devices/{_dev(w)}", ADMIN_ONLY),
@@ -263,6 +321,26 @@ def test_lists_show_only_own_things(world: World) -> None:
     assert {g["id"] for g in groups} >= {world.group_a} and world.group_b not in {g["id"] for g in groups}
     everything = api.get("/api/v1/devices", params={"limit": 1000}, headers=ADMIN).json()["devices"]
     assert {"iso-a", "iso-b"} <= _names(everything)
+
+
+def test_alerts_and_events_show_only_own_things(world: World) -> None:
+    api = world.api
+    world.fresh_alert()
+    b_alerts = api.get("/api/v1/alerts", params={"limit": 1000}, headers=world.b["headers"]).json()["alerts"]
+    assert not {x["device_id"] for x in b_alerts} & {world.dev_a["id"], world.dev_a2["id"]}
+    b_rules = api.get("/api/v1/alerts/rules", headers=world.b["headers"]).json()
+    rules = b_rules.get("rules", b_rules)
+    assert world.rule_a not in {r["id"] for r in rules}
+    b_events = api.get("/api/v1/events", params={"limit": 1000}, headers=world.b["headers"]).json()["events"]
+    assert b_events and not {e["device_id"] for e in b_events} & {world.dev_a["id"], world.dev_a2["id"]}
+    a_events = api.get("/api/v1/events", params={"limit": 1000}, headers=world.a["headers"]).json()["events"]
+    assert world.dev_a["id"] in {e["device_id"] for e in a_events}
+    assert (
+        api.get("/api/v1/events", params={"device_id": world.dev_a["id"]}, headers=world.b["headers"]).json()[
+            "events"
+        ]
+        == []
+    )
 
 
 def test_no_foreign_data_in_any_answer(world: World) -> None:

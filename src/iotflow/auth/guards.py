@@ -130,10 +130,6 @@ async def require_device_access(
 ) -> tuple[Principal, Device]:
     """A principal allowed to read/manage device ``device_id``, and the device (404 when missing)."""
     principal = await require_principal(request)
-    if principal.kind == "device" and allow_device:
-        assert principal.device is not None
-        if principal.device.id != device_id:
-            raise Forbidden("An API key may only access its own device", title="Forbidden: device mismatch")
     device = await runtime(request).devices.get(device_id)
     check_device(principal, device, allow_device=allow_device)
     return principal, device
