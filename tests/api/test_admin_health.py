@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -86,6 +87,30 @@ def test_admin_devices_and_stats(api: httpx.Client) -> None:
     r = api.delete(f"/api/v1/admin/devices/{dev['id']}", headers=ADMIN)
     assert r.status_code == 200 and r.json()["deleted_points"] == 1
     assert api.get(f"/api/v1/admin/devices/{dev['id']}", headers=ADMIN).status_code == 404
+
+
+def test_dashboard(api: httpx.Client) -> None:
+    dev = register(api)
+    rule = {"name": "hot", "device_id": dev["id"], "key": "t", "operator": ">", "threshold": 30}
+    assert api.post("/api/v1/alerts/rules", json=rule, headers=ADMIN).status_code == 201
+    assert (
+        api.post("/api/v1/devices/telemetry", json={"data": {"t": 31}}, headers=key_headers(dev)).status_code
+        == 201
+    )
+    deadline = time.monotonic() + 3
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        body = api.get("/api/v1/admin/dashboard", headers=ADMIN).json()
+        if any(a["device_id"] == dev["id"] for a in body["open_alerts"]):
+            break
+        time.sleep(0.05)
+    assert any(a["device_id"] == dev["id"] and a["state"] == "open" for a in body["open_alerts"])
+    assert body["open_alerts_total"] >= 1
+    assert any(
+        e["type"] == "device.registered" and e["device_id"] == dev["id"] for e in body["recent_events"]
+    )
+    assert {"device_stats", "user_stats", "telemetry_stats", "ingest"} <= set(body)
+    assert api.get("/api/v1/admin/dashboard").status_code == 401
 
 
 def test_admin_credentials_are_required(api: httpx.Client, device: dict[str, Any]) -> None:

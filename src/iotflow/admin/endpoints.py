@@ -8,6 +8,7 @@ from typing import Any
 from litestar import Request, delete, get, put
 from litestar.datastructures import State
 
+from iotflow.alerts.schemas import alert_dict
 from iotflow.auth.guards import require_admin
 from iotflow.devices.schemas import device_dict
 from iotflow.errors import ValidationFailed
@@ -134,8 +135,12 @@ async def admin_delete_device(request: Req, device_id: int) -> dict[str, Any]:
 
 @get("/admin/stats", summary="Device, telemetry and ingest figures")
 async def admin_stats(request: Req) -> dict[str, Any]:
-    rt = runtime(request)
     await require_admin(request)
+    return await _stats(request)
+
+
+async def _stats(request: Req) -> dict[str, Any]:
+    rt = runtime(request)
     counts = await rt.devices.repo.status_counts()
     now = now_ms()
     total, online = await rt.devices.online_counts()
@@ -158,6 +163,34 @@ async def admin_stats(request: Req) -> dict[str, Any]:
             "points_last_day": await rt.store.count_points(since_ms=now - DAY),
         },
         "ingest": telemetry["ingest"],
+    }
+
+
+@get("/admin/dashboard", summary="Stats, recent events and open alerts in one answer")
+async def dashboard(request: Req) -> dict[str, Any]:
+    rt = runtime(request)
+    principal = await require_admin(request)
+    stats = await _stats(request)
+    now = now_ms()
+    events, _ = await rt.events.query(
+        user_id=None, types=None, device_id=None, start_ms=now - 7 * DAY, end_ms=now, limit=20, offset=0
+    )
+    alerts, open_total = await rt.alerts.list_alerts(
+        principal,
+        states=("open", "acknowledged"),
+        severities=(),
+        device_id=None,
+        start_ms=None,
+        end_ms=None,
+        limit=20,
+        offset=0,
+    )
+    return {
+        **stats,
+        "alert_stats": rt.alerts.stats(),
+        "recent_events": events,
+        "open_alerts": [alert_dict(a) for a in alerts],
+        "open_alerts_total": open_total,
     }
 
 
@@ -188,6 +221,7 @@ ROUTES = [
     admin_set_status,
     admin_delete_device,
     admin_stats,
+    dashboard,
     cache_stats,
     clear_cache,
     clear_device_cache,
