@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import pyload, wrk
+from benchmarks.alerts_overhead import Config as AlertsConfig
+from benchmarks.alerts_overhead import measure as alerts_measure
 from benchmarks.loadgen import LoadResult
 from benchmarks.payloads import Workload, base_timestamp_ms
 from benchmarks.servers import (
@@ -190,6 +192,18 @@ def run(config: Config) -> tuple[dict[str, Any], bool]:
         out["stored_check"] = {"error": f"{type(exc).__name__}: {exc}"}
         log(f"IoTFlow runs failed: {exc}")
 
+    # Alert rules must not slow ingest: batched ingest with 100 active rules vs none.
+    try:
+        log("alert-rule overhead: batched ingest with 0 and 100 rules")
+        alerts_cfg = AlertsConfig(
+            duration=cfg.duration, warmup=cfg.warmup, burn_in=2.0 if cfg.quick else 8.0, tool=cfg.tool
+        )
+        result = alerts_measure(alerts_cfg)
+        out["alerts_overhead"] = {"what": "batched ingest with 100 active alert rules vs none", **result}
+    except Exception as exc:
+        out["alerts_overhead"] = {"error": f"{type(exc).__name__}: {exc}"}
+        log(f"alert-rule overhead failed: {exc}")
+
     for key, what in (("P1", P1_WHAT), ("P2", P2_WHAT), ("P9", P9_WHAT)):
         if key in errors:
             out[key] = {"what": what, "error": errors[key], **out.get(key, {})}
@@ -203,7 +217,7 @@ def run(config: Config) -> tuple[dict[str, Any], bool]:
         "cpu_seconds_by_run": {name: r["generator_cpu_seconds"] for name, r in bench.runs.items()},
     }
     out["runs"] = bench.runs
-    ran_all = not any("error" in out[key] for key in ("P1", "P2", "P9", "stored_check"))
+    ran_all = not any("error" in out[key] for key in ("P1", "P2", "P9", "stored_check", "alerts_overhead"))
     return out, ran_all
 
 

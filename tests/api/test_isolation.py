@@ -280,6 +280,7 @@ CASES = [
     Case("admin devices", "GET", lambda w: "/admin/devices", ADMIN_ONLY),
     Case("admin device", "GET", lambda w: f"/admin/devices/{_dev(w)}", ADMIN_ONLY),
     Case("admin stats", "GET", lambda w: "/admin/stats", ADMIN_ONLY),
+    Case("admin dashboard", "GET", lambda w: "/admin/dashboard", ADMIN_ONLY),
     Case(
         "admin status",
         "PUT",
