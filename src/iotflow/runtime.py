@@ -24,6 +24,7 @@ from iotflow.groups.repository import GroupRepository
 from iotflow.groups.service import GroupService
 from iotflow.ingest.pipeline import IngestPipeline
 from iotflow.metrics.registry import Metrics
+from iotflow.mqtt.base import DisabledTransport, MqttTransport
 from iotflow.ratelimit.service import RateLimits
 from iotflow.storage import db
 from iotflow.storage.timeseries import get_timeseries_store
@@ -49,6 +50,7 @@ class Runtime:
     events: EventLog
     limits: RateLimits
     metrics: Metrics
+    mqtt: MqttTransport
     started_at: float
 
 
@@ -101,6 +103,10 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         await alerts.start()
         stack.push_async_callback(alerts.stop)
         pipeline.add_listener(alerts.on_points)
+        mqtt: MqttTransport = DisabledTransport()  # MQTT transports arrive with spec/mqtt.md
+        await mqtt.start()
+        stack.push_async_callback(mqtt.stop)
+
         yield Runtime(
             settings=settings,
             engine=engine,
@@ -116,5 +122,6 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             events=events,
             limits=RateLimits(settings, on_refused=metrics.rate_limited),
             metrics=metrics,
+            mqtt=mqtt,
             started_at=time.time(),
         )
