@@ -25,6 +25,7 @@ from iotflow.alerts.repository import AlertFilter, AlertRepository
 from iotflow.alerts.schemas import AlertRecord, rule_body, rule_fields
 from iotflow.alerts.stream import AlertHub
 from iotflow.auth.principal import Principal
+from iotflow.background import Periodic
 from iotflow.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from iotflow.events.service import EventLog
 from iotflow.storage.models import AlertRule
@@ -57,6 +58,7 @@ class AlertService:
         self._reload_lock = asyncio.Lock()  # the last reload to read the rules is the last to install
         self._eval_lock = asyncio.Lock()  # batches are judged in commit order, owner look-ups included
         self._tasks: list[asyncio.Task[None]] = []
+        self._reloader = Periodic("alert rule reload", self._reload_every, self.reload)
         self.dropped_changes = 0
 
     # ----- lifecycle -------------------------------------------------------------------------------
@@ -64,12 +66,11 @@ class AlertService:
     async def start(self) -> None:
         self.engine.load_open(await self.repo.unresolved_alerts())
         await self.reload()
-        self._tasks = [
-            asyncio.create_task(self._sweeper(), name="iotflow-alert-sweeper"),
-            asyncio.create_task(self._reloader(), name="iotflow-alert-reload"),
-        ]
+        self._tasks = [asyncio.create_task(self._sweeper(), name="iotflow-alert-sweeper")]
+        self._reloader.start()
 
     async def stop(self) -> None:
+        await self._reloader.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -88,14 +89,6 @@ class AlertService:
             compiled = [CompiledRule.of(r, members.get(r.group_id or 0)) for r in rules]
             changes = self.engine.install(compiled, now_ms())
         await self._submit(changes)
-
-    async def _reloader(self) -> None:
-        while True:
-            await asyncio.sleep(self._reload_every)
-            try:
-                await self.reload()
-            except Exception as exc:
-                log.warning("alert rule reload failed: %s", exc)
 
     async def _sweeper(self) -> None:
         """Opens ``for_seconds`` alerts when their time is up, also without a further reading."""

@@ -11,11 +11,10 @@ Transitions are recorded in the event log: ``device.online`` when a device that 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from typing import Any
 
+from iotflow.background import Periodic
 from iotflow.cache.base import Cache
 from iotflow.devices.repository import DeviceRepository
 from iotflow.events.service import EventLog
@@ -39,10 +38,9 @@ class Presence:
         self._events = events
         self._online: dict[int, int] = {}  # devices currently online -> last heard (ms)
         self.offline_after_ms = offline_after_s * 1000
-        self._flush_every = flush_every_s
         self._seen: dict[int, int] = {}
         self._reported: dict[int, dict[str, Any]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("presence flush", flush_every_s, self._tick)
 
     def seen(self, device_id: int, ts_ms: int) -> None:
         if ts_ms > self._seen.get(device_id, -1):
@@ -94,24 +92,15 @@ class Presence:
         for device_id, last in (await self._repo.last_seen_all()).items():
             if last is not None and now - last <= self.offline_after_ms:
                 self._online[device_id] = last
-        self._task = asyncio.create_task(self._loop(), name="iotflow-presence-flush")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._periodic.stop()
         await self.flush()
 
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._flush_every)
-            self._sweep_offline(now_ms())
-            try:
-                await self.flush()
-            except Exception as exc:  # keep flushing later; marks are kept until written
-                log.warning("presence flush failed: %s", exc)
+    async def _tick(self) -> None:
+        self._sweep_offline(now_ms())
+        await self.flush()  # on failure the marks are kept and written next time
 
     async def flush(self) -> None:
         if not self._seen and not self._reported:

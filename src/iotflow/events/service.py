@@ -6,8 +6,6 @@ one transaction every half second (and at shutdown), so logging an event never s
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -15,6 +13,7 @@ from typing import Any
 from sqlalchemy import func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from iotflow.background import Periodic
 from iotflow.storage.models import Device, Event
 from iotflow.timeutil import format_ts, now_ms
 
@@ -27,8 +26,7 @@ class EventLog:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *, flush_every_s: float = 0.5) -> None:
         self._sessions = sessions
         self._buffer: list[dict[str, Any]] = []
-        self._flush_every = flush_every_s
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("event log flush", flush_every_s, self.flush)
         self.dropped = 0
 
     async def record(
@@ -65,23 +63,11 @@ class EventLog:
         )
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="iotflow-event-log")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._periodic.stop()
         await self.flush()
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._flush_every)
-            try:
-                await self.flush()
-            except Exception as exc:
-                log.warning("event log flush failed: %s", exc)
 
     async def flush(self) -> None:
         if not self._buffer:
