@@ -15,12 +15,14 @@ from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from iotflow import __version__
 from iotflow.admin.endpoints import ROUTES as ADMIN_ROUTES
 from iotflow.alerts.endpoints import ROUTES as ALERT_ROUTES
+from iotflow.commands.endpoints import ROUTES as COMMAND_ROUTES
 from iotflow.config import Settings
 from iotflow.devices.endpoints import ROUTES as DEVICE_ROUTES
 from iotflow.events.endpoints import ROUTES as EVENT_ROUTES
 from iotflow.groups.endpoints import ROUTES as GROUP_ROUTES
 from iotflow.health.endpoints import ROUTES as HEALTH_ROUTES
 from iotflow.http import render_error
+from iotflow.ingest.http_fast import FastIngest
 from iotflow.metrics.endpoints import ROUTES as METRICS_ROUTES
 from iotflow.metrics.middleware import MetricsMiddleware
 from iotflow.ratelimit.hooks import check_rate_limit
@@ -59,6 +61,7 @@ def create_app(settings: Settings) -> Litestar:
             *TELEMETRY_ROUTES,
             *GROUP_ROUTES,
             *ALERT_ROUTES,
+            *COMMAND_ROUTES,
             *EVENT_ROUTES,
             *ADMIN_ROUTES,
         ],
@@ -84,5 +87,8 @@ def create_app(settings: Settings) -> Litestar:
         logging_config=None,
     )
     # outside routing: counts the requests no route matches too, and adds the rate-limit headers
-    app.asgi_handler = MetricsMiddleware(app.asgi_handler)
+    handler = app.asgi_handler
+    if settings.http_fastpath and not settings.cors_origins:
+        handler = FastIngest(handler)  # the two telemetry POST routes without framework overhead
+    app.asgi_handler = MetricsMiddleware(handler)
     return app

@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     )
 
     retention_days: int = Field(0, ge=0, validation_alias=AliasChoices("IOTFLOW_RETENTION_DAYS"))
+    http_fastpath: bool = Field(True, validation_alias=AliasChoices("IOTFLOW_HTTP_FASTPATH"))
     max_body_bytes: int = Field(1048576, ge=1024, validation_alias=AliasChoices("IOTFLOW_MAX_BODY_BYTES"))
     max_future_skew: int = Field(86400, ge=0, validation_alias=AliasChoices("IOTFLOW_MAX_FUTURE_SKEW"))
 

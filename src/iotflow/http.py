@@ -44,8 +44,8 @@ def runtime(request: Request[Any, Any, Any]) -> Runtime:
 # ----- bodies ---------------------------------------------------------------------------------------
 
 
-def _check_json_content_type(request: Request[Any, Any, Any]) -> None:
-    ctype = request.headers.get("content-type")
+def check_json_content_type(ctype: str | None) -> None:
+    """415 unless the content type is JSON (``application/json`` or ``application/*+json``) or absent."""
     if ctype is None:
         return  # tolerated: many device clients send none
     mime = ctype.split(";", 1)[0].strip().lower()
@@ -56,18 +56,24 @@ def _check_json_content_type(request: Request[Any, Any, Any]) -> None:
     )
 
 
-async def json_body(request: Request[Any, Any, Any], *, required: bool = True) -> Any:
-    """The request body decoded as JSON (400 when not JSON, 415 for another content type)."""
-    raw = await request.body()
+def decode_json(raw: bytes) -> Any:
+    """A request body decoded as JSON; 400 when it is empty or not JSON."""
     if not raw.strip():
-        if required:
-            raise BadRequest("A JSON request body is required", title="Invalid JSON")
-        return None
-    _check_json_content_type(request)
+        raise BadRequest("A JSON request body is required", title="Invalid JSON")
     try:
         return _decoder.decode(raw)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}", title="Invalid JSON") from None
+
+
+async def json_body(request: Request[Any, Any, Any], *, required: bool = True) -> Any:
+    """The request body decoded as JSON (400 when not JSON, 415 for another content type)."""
+    raw = await request.body()
+    if not required and not raw.strip():
+        return None
+    if raw.strip():
+        check_json_content_type(request.headers.get("content-type"))
+    return decode_json(raw)
 
 
 async def json_object(request: Request[Any, Any, Any], *, required: bool = True) -> dict[str, Any]:

@@ -3,11 +3,37 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 
-from tests.conftest import key_headers, register
+from tests.conftest import HIGH_RATE_LIMITS, key_headers, register
+from tests.server import Server
+
+
+@pytest.fixture(scope="module", params=["fast path", "framework handlers"])
+def ingest_server(
+    request: pytest.FixtureRequest, server: Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """Every test here runs twice: against the HTTP fast path (the default) and without it."""
+    if request.param == "fast path":
+        yield server
+        return
+    srv = Server(
+        tmp_path_factory.mktemp("framework"), IOTFLOW_HTTP_FASTPATH="false", **HIGH_RATE_LIMITS
+    ).start()
+    yield srv
+    srv.stop()
+    assert "Traceback" not in srv.log(), srv.log()
+
+
+@pytest.fixture()
+def api(ingest_server: Server) -> Iterator[httpx.Client]:
+    with ingest_server.client() as client:
+        yield client
+
 
 T0 = "2025-07-02T14:30:00Z"
 T0_MS = 1751466600000

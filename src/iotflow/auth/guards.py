@@ -17,6 +17,7 @@ from litestar import Request
 
 from iotflow.auth.principal import Principal
 from iotflow.cache.base import DeviceAuth
+from iotflow.devices.service import DeviceService
 from iotflow.errors import Forbidden, Unauthorized
 from iotflow.http import runtime
 from iotflow.storage.models import Device
@@ -37,17 +38,21 @@ def _authorization(request: Req) -> tuple[str, str] | None:
     return scheme.lower(), token.strip()
 
 
-async def require_device(request: Req, *, active: bool = False) -> DeviceAuth:
-    """The device whose key is in ``X-API-Key``; 401 without or with an unknown key."""
-    key = _api_key(request)
+async def device_of_key(devices: DeviceService, key: str | None, *, active: bool = False) -> DeviceAuth:
+    """The device an API key belongs to; 401 without or with an unknown key, 403 when not active."""
     if not key:
         raise Unauthorized("Send the device's API key in the X-API-Key header", title="API key required")
-    device = await runtime(request).devices.authenticate(key)
+    device = await devices.authenticate(key)
     if device is None:
         raise Unauthorized("The API key is not valid (rotated or deleted device?)", title="Invalid API key")
     if active and device.status != "active":
         raise Forbidden(f"Device is currently {device.status}", title="Device inactive")
     return device
+
+
+async def require_device(request: Req, *, active: bool = False) -> DeviceAuth:
+    """The device whose key is in ``X-API-Key``."""
+    return await device_of_key(runtime(request).devices, _api_key(request), active=active)
 
 
 def _check_admin_token(request: Req, token: str) -> Principal:

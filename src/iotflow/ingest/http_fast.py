@@ -1,0 +1,140 @@
+"""The HTTP telemetry fast path: ``POST /api/v1/devices/telemetry`` and ``POST /api/v1/telemetry``.
+
+A device posting one reading per request spends most of the request in the web framework (routing,
+request and response objects, hooks), not in IoTFlow. These two routes carry almost all HTTP
+traffic of a fleet, so they are served by this small ASGI layer in front of the framework, doing
+exactly what their framework handlers do, with the same shared pieces:
+
+    rate limit (telemetry rule) → body (size limit, content type, JSON) → API key → device active
+    → ``TelemetryService.ingest`` (parse, pipeline, 201 only after commit) → the same JSON answer
+
+Errors are rendered from the same :class:`~iotflow.errors.IoTFlowError` bodies. The framework
+handlers stay registered: they document the routes in OpenAPI and serve them when
+``IOTFLOW_HTTP_FASTPATH=false``; the test suite runs the telemetry tests both ways.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from litestar.enums import ScopeType
+
+from iotflow.auth.guards import device_of_key
+from iotflow.errors import IoTFlowError, PayloadTooLarge
+from iotflow.http import check_json_content_type, decode_json
+from iotflow.ratelimit.service import SCOPE_KEY
+from iotflow.timeutil import format_ts
+
+if TYPE_CHECKING:
+    from litestar.types import ASGIApp, Receive, Scope, Send
+
+    from iotflow.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+ROUTES = {
+    "/api/v1/devices/telemetry": "Telemetry data received successfully",
+    "/api/v1/telemetry": "Telemetry data stored successfully",
+}
+_encode = msgspec.json.Encoder().encode
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its body arrived."""
+
+
+class FastIngest:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP and scope["method"] == "POST":
+            message = ROUTES.get(scope["path"])
+            if message is not None:
+                await self._ingest(scope, receive, send, message)
+                return
+        await self.app(scope, receive, send)
+
+    async def _ingest(self, scope: Scope, receive: Receive, send: Send, message: str) -> None:
+        state: Any = scope
+        state["path_template"] = scope["path"]  # for the metrics layer around this one
+        rt: Runtime = state["litestar_app"].state.runtime
+        try:
+            body, status = await self._handle(rt, state, receive, message), 201
+        except _ClientGone:
+            return  # nothing was queued; there is nobody to answer
+        except IoTFlowError as exc:
+            if exc.status_code >= 500 and not exc.headers:
+                body, status = self._internal(scope, exc), 500
+            else:
+                rt.metrics.telemetry_rejected("http", exc)
+                await _respond(send, exc.status_code, exc.body(), exc.headers)
+                return
+        except Exception as exc:
+            rt.metrics.telemetry_rejected("http", exc)
+            body, status = self._internal(scope, exc), 500
+        await _respond(send, status, body, None)
+
+    async def _handle(self, rt: Runtime, scope: Any, receive: Receive, message: str) -> dict[str, Any]:
+        limits = rt.limits
+        if limits.enabled:
+            scope[SCOPE_KEY] = await limits.hit(limits.telemetry, limits.identity(limits.telemetry, scope))
+        api_key = ctype = None
+        for name, value in scope["headers"]:
+            if name == b"x-api-key":
+                api_key = value.decode("latin-1").strip()
+            elif name == b"content-type":
+                ctype = value.decode("latin-1")
+        device = await device_of_key(rt.devices, api_key, active=True)
+        raw = await _read_body(receive, rt.settings.max_body_bytes)
+        if raw.strip():
+            check_json_content_type(ctype)
+        result = await rt.telemetry.ingest(device, decode_json(raw))
+        rt.metrics.telemetry_received("http", result.points)
+        return {
+            "message": message,
+            "device_id": device.id,
+            "device_name": device.name,
+            "timestamp": format_ts(result.ts_ms),
+            "points": result.points,
+        }
+
+    @staticmethod
+    def _internal(scope: Scope, exc: Exception) -> dict[str, Any]:
+        request_id = uuid.uuid4().hex
+        log.error("request POST %s failed (request_id=%s)", scope["path"], request_id, exc_info=exc)
+        return {
+            "error": "Internal server error",
+            "message": "An unexpected error occurred; it has been logged",
+            "request_id": request_id,
+        }
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        event: Any = await receive()
+        if event["type"] == "http.disconnect":
+            raise _ClientGone
+        chunk = event.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+        if not event.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _respond(send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None) -> None:
+    payload = _encode(body)
+    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    if headers:
+        raw_headers.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
+    start: Any = {"type": "http.response.start", "status": status, "headers": raw_headers}
+    await send(start)
+    await send({"type": "http.response.body", "body": payload, "more_body": False})
