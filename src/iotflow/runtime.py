@@ -14,6 +14,8 @@ from iotflow.alerts.service import AlertService
 from iotflow.auth.tokens import TokenCodec
 from iotflow.cache import get_cache
 from iotflow.cache.base import Cache
+from iotflow.commands.repository import CommandRepository
+from iotflow.commands.service import CommandService
 from iotflow.config import Settings
 from iotflow.devices.presence import Presence
 from iotflow.devices.repository import DeviceRepository
@@ -51,6 +53,7 @@ class Runtime:
     limits: RateLimits
     metrics: Metrics
     mqtt: MqttTransport
+    commands: CommandService
     started_at: float
 
 
@@ -106,6 +109,9 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         mqtt: MqttTransport = DisabledTransport()  # MQTT transports arrive with spec/mqtt.md
         await mqtt.start()
         stack.push_async_callback(mqtt.stop)
+        commands = CommandService(CommandRepository(sessions), mqtt, events, users)
+        await commands.start()
+        stack.push_async_callback(commands.stop)
 
         yield Runtime(
             settings=settings,
@@ -123,5 +129,6 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             limits=RateLimits(settings, on_refused=metrics.rate_limited),
             metrics=metrics,
             mqtt=mqtt,
+            commands=commands,
             started_at=time.time(),
         )

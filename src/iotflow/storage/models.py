@@ -189,3 +189,27 @@ class Alert(Base):
     opened_at: Mapped[int] = mapped_column(BigInteger)
     acknowledged_at: Mapped[int | None] = mapped_column(BigInteger)
     resolved_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Command(Base):
+    """A command to a device (``spec/api.md`` §5); deleted with its device (ON DELETE CASCADE)."""
+
+    __tablename__ = "commands"
+    __table_args__ = (
+        Index("ix_commands_device_status_created", "device_id", "status", "created_at"),
+        Index("ix_commands_device_created", "device_id", "created_at"),
+        Index("ix_commands_status_expires", "status", "expires_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    command: Mapped[str] = mapped_column(String(100))
+    command_type: Mapped[str] = mapped_column(String(16))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    result: Mapped[Any] = mapped_column(JSON, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
