@@ -157,6 +157,14 @@ class AlertEngine:
         for a in sorted(alerts, key=lambda a: (a.opened_at, a.id or 0)):
             self.open[(a.rule_id, a.device_id)] = a
 
+    def forget_device(self, device_id: int) -> None:
+        """Drop every open alert and pending condition of a deleted device (no changes published)."""
+        for state in [k for k in self.open if k[1] == device_id]:
+            del self.open[state]
+        for state in [k for k in self.pending if k[1] == device_id]:
+            del self.pending[state]
+        self._owners.pop(device_id, None)
+
     def install(self, rules: Sequence[CompiledRule], now: int) -> list[Change]:
         """Replace the rule set. Open alerts of rules that were disabled, deleted, changed their
         condition or no longer cover the device are resolved; matching pending states carry over."""

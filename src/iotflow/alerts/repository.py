@@ -104,6 +104,13 @@ class AlertRepository:
             await s.execute(delete(Alert).where(Alert.rule_id == rule_id))
             await s.execute(delete(AlertRule).where(AlertRule.id == rule_id))
 
+    async def delete_for_device(self, device_id: int) -> None:
+        """A device is gone: its alerts and the rules that watched only it go with it."""
+        async with self._sessions() as s, s.begin():
+            rules = select(AlertRule.id).where(AlertRule.device_id == device_id)
+            await s.execute(delete(Alert).where((Alert.device_id == device_id) | Alert.rule_id.in_(rules)))
+            await s.execute(delete(AlertRule).where(AlertRule.device_id == device_id))
+
     async def enabled_rules(self) -> list[AlertRule]:
         async with self._sessions() as s:
             rows = await s.execute(select(AlertRule).where(AlertRule.enabled.is_(True)))

@@ -254,6 +254,13 @@ class AlertService:
         await self.repo.delete_rule(rule_id)
         await self.reload()
 
+    async def forget_device(self, device_id: int) -> None:
+        """Called when a device is deleted: drop its alerts, its own rules and its in-memory state."""
+        async with self._eval_lock:
+            self.engine.forget_device(device_id)
+            await self.repo.delete_for_device(device_id)
+        await self.reload()
+
     # ----- alerts ----------------------------------------------------------------------------------
 
     async def list_alerts(

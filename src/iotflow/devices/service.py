@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from iotflow.auth.apikeys import digests_match, generate_api_key, hash_api_key
@@ -88,6 +89,7 @@ class DeviceService:
         self._store = store
         self.presence = presence
         self._events = events
+        self._delete_hooks: list[Callable[[int], Awaitable[None]]] = []
         self._key_length = key_length
 
     # ----- keys ------------------------------------------------------------------------------------
@@ -183,12 +185,18 @@ class DeviceService:
             raise ValidationFailed("status", f"status must be one of {', '.join(DEVICE_STATUSES)}")
         return str(status)
 
+    def on_delete(self, hook: Callable[[int], Awaitable[None]]) -> None:
+        """Run ``hook(device_id)`` after a device was deleted (services that keep per-device state)."""
+        self._delete_hooks.append(hook)
+
     async def delete(self, device_id: int) -> tuple[Device, int]:
         device = await self.get(device_id)
         await self.repo.delete(device_id)
         await self._cache.forget_device(device_id)
         self.presence.forget(device_id)
         deleted_points = await self._store.delete_device(device_id)
+        for hook in self._delete_hooks:
+            await hook(device_id)
         self._events.record_nowait(
             "device.deleted",
             device_id=device_id,
