@@ -1,4 +1,5 @@
 # IoTFlow — developer commands. `make run` and `make test` are the two quick-start commands.
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -19,9 +20,15 @@ $(DEVSTAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev,postgres,redis]"
 	@touch $@ $(STAMP)
 
-## make run: install into .venv and serve on the embedded default (SQLite, in-process cache)
+## make run: install into .venv and serve on the embedded default (SQLite, in-process cache,
+## embedded MQTT broker). When another broker already holds 1883 and IOTFLOW_MQTT_PORT is not set,
+## the embedded broker takes 1884 instead (`iotflow serve` itself stops with a clear message).
 run: $(STAMP)
-	$(BIN)/iotflow serve
+	@if [ -z "$$IOTFLOW_MQTT_PORT" ] && [ -z "$$IOTFLOW_MQTT_BROKER_URL" ] && (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then \
+		echo "make run: port 1883 is taken (another MQTT broker?): the embedded broker listens on 1884 (set IOTFLOW_MQTT_PORT to choose)"; \
+		export IOTFLOW_MQTT_PORT=1884; \
+	fi; \
+	exec $(BIN)/iotflow serve
 
 ## make test: install with dev extras and run the whole test suite
 test: $(DEVSTAMP)

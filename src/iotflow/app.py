@@ -25,6 +25,7 @@ from iotflow.http import render_error
 from iotflow.ingest.http_fast import FastIngest
 from iotflow.metrics.endpoints import ROUTES as METRICS_ROUTES
 from iotflow.metrics.middleware import MetricsMiddleware
+from iotflow.mqtt.endpoints import ROUTES as MQTT_ROUTES
 from iotflow.ratelimit.hooks import check_rate_limit
 from iotflow.runtime import open_runtime
 from iotflow.telemetry.endpoints import ROUTES as TELEMETRY_ROUTES
@@ -64,6 +65,7 @@ def create_app(settings: Settings) -> Litestar:
             *COMMAND_ROUTES,
             *EVENT_ROUTES,
             *ADMIN_ROUTES,
+            *MQTT_ROUTES,
         ],
         before_request=check_rate_limit,
     )

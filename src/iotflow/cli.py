@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any, TypeVar
@@ -100,13 +101,15 @@ def serve(
     typer.echo(f"  API docs   {base}/schema/swagger")
     typer.echo(f"  Health     {base}/health")
     typer.echo(f"  Data dir   {settings.data_dir.resolve()}")
-    typer.echo("  MQTT       not available in this version (HTTP only)")
+    typer.echo(f"  MQTT       {_mqtt_line(settings)}")
     if new_admin_token:
         typer.echo("")
         typer.echo(f"  Admin token (shown once; kept in {settings.data_dir / 'admin_token'}):")
         typer.echo(f"    {new_admin_token}")
         typer.echo("  Use it as:  Authorization: admin <token>")
     sys.stdout.flush()
+    startup = _StartupError()
+    logging.getLogger("uvicorn.error").addFilter(startup)
     try:
         uvicorn.run(
             create_app(settings),
@@ -121,6 +124,47 @@ def serve(
         )
     except ConfigError as exc:
         _fail(str(exc))
+    except SystemExit:
+        if startup.message:  # uvicorn exits with 3 after a failed start-up
+            _fail(startup.message)
+        raise
+
+
+def _mqtt_line(settings: Settings) -> str:
+    mode = settings.mqtt_mode
+    if mode == "disabled":
+        return "disabled (IOTFLOW_MQTT_ENABLED=false)"
+    if mode == "external":
+        from iotflow.config import describe_url
+
+        return f"external broker {describe_url(settings.mqtt_broker_url or '')}"
+    host = f"[{settings.mqtt_host}]" if ":" in settings.mqtt_host else settings.mqtt_host
+    line = f"mqtt://{host}:{settings.mqtt_port}"
+    if settings.mqtt_ws_port:
+        line += f", ws://{host}:{settings.mqtt_ws_port}/mqtt"
+    return line + " (embedded broker; username = device id, password = API key)"
+
+
+class _StartupError(logging.Filter):
+    """Catches a ConfigError raised while the app starts (in the lifespan, e.g. the MQTT port is taken).
+
+    uvicorn would log it as a traceback and exit with 3; ``serve`` prints its message as one line and
+    exits with 1 instead.
+    """
+
+    _pattern = re.compile(r"iotflow\.errors\.ConfigError: (.+)$", re.MULTILINE)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.message: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        found = self._pattern.findall(text)
+        if found:
+            self.message = found[-1].strip()
+            return False
+        return not (self.message and "startup failed" in text)
 
 
 # ----- db ---------------------------------------------------------------------------------------------
@@ -169,7 +213,8 @@ def db_current() -> None:
 async def _with_runtime(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
     from iotflow.runtime import open_runtime
 
-    async with open_runtime(settings) as rt:
+    # A one-shot command never runs the MQTT broker: the server holds its port.
+    async with open_runtime(settings.model_copy(update={"mqtt_enabled": False})) as rt:
         return await action(rt)
 
 

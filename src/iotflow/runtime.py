@@ -26,7 +26,8 @@ from iotflow.groups.repository import GroupRepository
 from iotflow.groups.service import GroupService
 from iotflow.ingest.pipeline import IngestPipeline
 from iotflow.metrics.registry import Metrics
-from iotflow.mqtt.base import DisabledTransport, MqttTransport
+from iotflow.mqtt import bind_runtime, open_transport
+from iotflow.mqtt.base import MqttTransport
 from iotflow.ratelimit.service import RateLimits
 from iotflow.storage import db
 from iotflow.storage.timeseries import get_timeseries_store
@@ -106,14 +107,16 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         await alerts.start()
         stack.push_async_callback(alerts.stop)
         pipeline.add_listener(alerts.on_points)
-        mqtt: MqttTransport = DisabledTransport()  # MQTT transports arrive with spec/mqtt.md
+        devices.on_delete(alerts.forget_device)
+        mqtt = open_transport(settings)  # embedded broker, or disabled (external: ConfigError)
         await mqtt.start()
         stack.push_async_callback(mqtt.stop)
+        devices.on_revoke(mqtt.disconnect_device)
         commands = CommandService(CommandRepository(sessions), mqtt, events, users)
         await commands.start()
         stack.push_async_callback(commands.stop)
 
-        yield Runtime(
+        rt = Runtime(
             settings=settings,
             engine=engine,
             store=store,
@@ -132,3 +135,5 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             commands=commands,
             started_at=time.time(),
         )
+        bind_runtime(mqtt, rt)  # the MQTT side needs the services built after it
+        yield rt

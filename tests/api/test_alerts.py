@@ -649,3 +649,28 @@ def test_open_alerts_survive_a_restart(tmp_path: Path) -> None:
     finally:
         srv.stop()
     assert "Traceback" not in srv.log()
+
+
+def test_deleting_a_device_removes_its_alerts_and_rules(api: httpx.Client) -> None:
+    owner = new_user(api)
+    dev = api.post(
+        "/api/v1/devices/register", json={"name": "doomed", "device_type": "x"}, headers=owner
+    ).json()["device"]
+    rule = {"name": "hot", "device_id": dev["id"], "key": "t", "operator": ">", "threshold": 1}
+    r = api.post("/api/v1/alerts/rules", json=rule, headers=owner)
+    assert r.status_code == 201
+    assert (
+        api.post("/api/v1/devices/telemetry", json={"data": {"t": 5}}, headers=key_headers(dev)).status_code
+        == 201
+    )
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        alerts = api.get("/api/v1/alerts", headers=owner).json()["alerts"]
+        if alerts:
+            break
+        time.sleep(0.05)
+    assert [a["device_id"] for a in alerts] == [dev["id"]]
+    assert api.delete(f"/api/v1/devices/{dev['id']}", headers=owner).status_code == 200
+    assert api.get("/api/v1/alerts", headers=owner).json()["alerts"] == []
+    rules = api.get("/api/v1/alerts/rules", headers=owner).json()
+    assert rules.get("rules", rules) == []

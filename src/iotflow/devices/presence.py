@@ -7,6 +7,10 @@ when it was heard within ``IOTFLOW_DEVICE_OFFLINE_AFTER`` seconds.
 
 Transitions are recorded in the event log: ``device.online`` when a device that was offline is heard,
 ``device.offline`` when the flush loop finds it has been silent for the offline timeout.
+
+A device can also go offline *at once* (:meth:`Presence.mark_offline`: MQTT ``status/offline``, a clean
+MQTT disconnect, the broker's last will). It then stays offline until it is heard again after that
+moment; pass ``device_id`` to :meth:`Presence.is_online` so that this is taken into account.
 """
 
 from __future__ import annotations
@@ -39,17 +43,48 @@ class Presence:
         self._online: dict[int, int] = {}  # devices currently online -> last heard (ms)
         self.offline_after_ms = offline_after_s * 1000
         self._seen: dict[int, int] = {}
+        self._offline: dict[int, int] = {}  # devices marked offline at once -> when (ms)
         self._reported: dict[int, dict[str, Any]] = {}
         self._periodic = Periodic("presence flush", flush_every_s, self._tick)
 
     def seen(self, device_id: int, ts_ms: int) -> None:
         if ts_ms > self._seen.get(device_id, -1):
             self._seen[device_id] = ts_ms
+        offline_at = self._offline.get(device_id)
+        if offline_at is not None:
+            if ts_ms < offline_at:
+                return  # heard before it went offline: that does not bring it back
+            del self._offline[device_id]
         previous = self._online.get(device_id)
         if previous is None or ts_ms - previous > self.offline_after_ms:
             self._events.record_nowait("device.online", device_id=device_id, ts_ms=ts_ms)
         if previous is None or ts_ms > previous:
             self._online[device_id] = ts_ms
+
+    def mark_offline(self, device_id: int, ts_ms: int, *, reason: str) -> bool:
+        """The device went offline at ``ts_ms`` (it said so, or its connection ended).
+
+        Ignored (False) when the device was heard after ``ts_ms``: a late or replayed message does not
+        rewrite what happened since. Records ``device.offline`` when the device was online.
+        """
+        heard = max(self._online.get(device_id, -1), self._seen.get(device_id, -1))
+        if heard > ts_ms or ts_ms <= self._offline.get(device_id, -1):
+            return False
+        self._offline[device_id] = ts_ms
+        last = self._online.pop(device_id, None)
+        if last is not None:
+            self._events.record_nowait(
+                "device.offline",
+                device_id=device_id,
+                ts_ms=ts_ms,
+                details={"last_seen_ms": last, "reason": reason},
+            )
+        return True
+
+    def last_heard(self, device_id: int) -> int | None:
+        """When the device was last heard, as far as this process knows (no database read)."""
+        heard = max(self._online.get(device_id, -1), self._seen.get(device_id, -1))
+        return heard if heard >= 0 else None
 
     def _sweep_offline(self, now: int) -> None:
         for device_id, last in list(self._online.items()):
@@ -65,6 +100,7 @@ class Presence:
     def forget(self, device_id: int) -> None:
         self._seen.pop(device_id, None)
         self._online.pop(device_id, None)
+        self._offline.pop(device_id, None)
         self._reported.pop(device_id, None)
 
     def pending_reported(self, device_id: int) -> dict[str, Any]:
@@ -84,8 +120,11 @@ class Presence:
             out[device_id] = max(candidates) if candidates else None
         return out
 
-    def is_online(self, last_seen: int | None, now_ms: int) -> bool:
-        return last_seen is not None and now_ms - last_seen <= self.offline_after_ms
+    def is_online(self, last_seen: int | None, now_ms: int, device_id: int | None = None) -> bool:
+        if last_seen is None or now_ms - last_seen > self.offline_after_ms:
+            return False
+        offline_at = None if device_id is None else self._offline.get(device_id)
+        return offline_at is None or last_seen > offline_at
 
     async def start(self) -> None:
         now = now_ms()

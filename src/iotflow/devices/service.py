@@ -90,6 +90,7 @@ class DeviceService:
         self.presence = presence
         self._events = events
         self._delete_hooks: list[Callable[[int], Awaitable[None]]] = []
+        self._revoke_hooks: list[Callable[[int], Awaitable[None]]] = []
         self._key_length = key_length
 
     # ----- keys ------------------------------------------------------------------------------------
@@ -117,6 +118,7 @@ class DeviceService:
         if device is None:
             raise NotFound(f"Device {device_id} not found", title="Device not found")
         await self._cache.forget_device(device_id)
+        await self._revoked(device_id)
         self._events.record_nowait("device.key_rotated", device_id=device_id, user_id=device.user_id)
         return device, api_key
 
@@ -170,6 +172,8 @@ class DeviceService:
             raise NotFound(f"Device {device_id} not found", title="Device not found")
         if device.status != current.status or device.name != current.name:
             await self._cache.forget_device(device_id)
+        if device.status != current.status and device.status != "active":
+            await self._revoked(device_id)
         if device.status != current.status:
             self._events.record_nowait(
                 "device.status_changed",
@@ -189,12 +193,22 @@ class DeviceService:
         """Run ``hook(device_id)`` after a device was deleted (services that keep per-device state)."""
         self._delete_hooks.append(hook)
 
+    def on_revoke(self, hook: Callable[[int], Awaitable[None]]) -> None:
+        """Run ``hook(device_id)`` when a device's sessions must end: key rotated, device no longer
+        active, or deleted (the MQTT transport disconnects it)."""
+        self._revoke_hooks.append(hook)
+
+    async def _revoked(self, device_id: int) -> None:
+        for hook in self._revoke_hooks:
+            await hook(device_id)
+
     async def delete(self, device_id: int) -> tuple[Device, int]:
         device = await self.get(device_id)
         await self.repo.delete(device_id)
         await self._cache.forget_device(device_id)
         self.presence.forget(device_id)
         deleted_points = await self._store.delete_device(device_id)
+        await self._revoked(device_id)
         for hook in self._delete_hooks:
             await hook(device_id)
         self._events.record_nowait(
@@ -209,13 +223,15 @@ class DeviceService:
 
     async def connectivity(self, device: Device) -> tuple[int | None, bool]:
         last_seen = await self.presence.last_seen(device.id, device.last_seen)
-        return last_seen, self.presence.is_online(last_seen, now_ms())
+        return last_seen, self.presence.is_online(last_seen, now_ms(), device.id)
 
     async def online_counts(self) -> tuple[int, int]:
         """(devices in total, devices online now)."""
         seen = await self.presence.last_seen_many(await self.repo.last_seen_all())
         now = now_ms()
-        return len(seen), sum(1 for ts in seen.values() if self.presence.is_online(ts, now))
+        return len(seen), sum(
+            1 for device_id, ts in seen.items() if self.presence.is_online(ts, now, device_id)
+        )
 
     # ----- configuration ---------------------------------------------------------------------------
 

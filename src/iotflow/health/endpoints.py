@@ -62,10 +62,13 @@ async def status_body(request: Req, include: tuple[str, ...] = CHECKS) -> tuple[
         return {"backend": rt.cache.backend}
 
     async def mqtt() -> dict[str, Any]:
+        st = rt.mqtt.status()
+        if st["mode"] != "disabled" and not st["connected"]:
+            raise RuntimeError(f"the {st['mode']} MQTT transport is not connected")
         return {
-            "mode": rt.settings.mqtt_mode,
-            "enabled": False,
-            "note": "MQTT transport is not available in this version",
+            "mode": st["mode"],
+            "enabled": st["mode"] != "disabled",
+            "clients_connected": st["clients_connected"],
         }
 
     funcs = {"database": database, "telemetry": telemetry, "cache": cache, "mqtt": mqtt}
