@@ -8,16 +8,20 @@ DEVSTAMP := $(VENV)/.installed-dev
 
 .PHONY: run test check lint typecheck bench bench-quick clean
 
+# Set-up output goes to stderr, so that `make bench` prints nothing but its JSON on stdout.
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "creating $(VENV)" >&2
+	@$(PYTHON) -m venv $(VENV) >&2
+	@$(BIN)/python -m pip install --quiet --upgrade pip >&2
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	@echo "installing IoTFlow into $(VENV)" >&2
+	@$(BIN)/pip install --quiet -e . >&2
 	@touch $@
 
 $(DEVSTAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[dev,postgres,redis]"
+	@echo "installing IoTFlow with the dev extras into $(VENV)" >&2
+	@$(BIN)/pip install --quiet -e ".[dev,postgres,redis]" >&2
 	@touch $@ $(STAMP)
 
 ## make run: install into .venv and serve on the embedded default (SQLite, in-process cache,
@@ -42,10 +46,10 @@ check: $(DEVSTAMP)
 
 ## make bench: ingest benchmarks, printed as JSON
 bench: $(DEVSTAMP)
-	$(BIN)/python -m benchmarks.run
+	@$(BIN)/python -m benchmarks.run
 
 bench-quick: $(DEVSTAMP)
-	$(BIN)/python -m benchmarks.run --quick
+	@$(BIN)/python -m benchmarks.run --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
