@@ -108,7 +108,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         stack.push_async_callback(alerts.stop)
         pipeline.add_listener(alerts.on_points)
         devices.on_delete(alerts.forget_device)
-        mqtt = open_transport(settings)  # embedded broker, or disabled (external: ConfigError)
+        mqtt = open_transport(settings)  # embedded broker, external broker client, or disabled
         await mqtt.start()
         stack.push_async_callback(mqtt.stop)
         devices.on_revoke(mqtt.disconnect_device)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from iotflow.config import Settings
-from iotflow.errors import ConfigError
 from iotflow.mqtt.base import DisabledTransport, MqttTransport
 
 if TYPE_CHECKING:
@@ -18,10 +17,9 @@ def open_transport(settings: Settings) -> MqttTransport:
     if mode == "disabled":
         return DisabledTransport()
     if mode == "external":
-        raise ConfigError(
-            "external MQTT mode (IOTFLOW_MQTT_BROKER_URL) is not built yet: unset IOTFLOW_MQTT_BROKER_URL "
-            "to use the embedded broker, or set IOTFLOW_MQTT_ENABLED=false"
-        )
+        from iotflow.mqtt.external import ExternalTransport  # paho is imported only when it is used
+
+        return ExternalTransport(settings)
     from iotflow.mqtt.embedded import EmbeddedTransport  # amqtt is imported only when it is used
 
     return EmbeddedTransport(settings)

@@ -1,0 +1,380 @@
+"""The external MQTT transport: IoTFlow as a privileged client of a real broker (``spec/mqtt.md``).
+
+Devices talk to Mosquitto (or EMQX, ...) at ``IOTFLOW_MQTT_BROKER_URL``; IoTFlow connects with MQTT 5
+(paho-mqtt 2, its network loop in one thread) and consumes device topics through a **shared
+subscription** (group ``iotflow``), so that several IoTFlow processes split the load. Every message goes
+through the same :class:`~iotflow.mqtt.handler.MessageHandler` as in embedded mode.
+
+**Acknowledgement = stored.** The session is persistent (clean start off, session expiry one day) and
+the client acknowledges manually: the PUBACK of a QoS 1 message is sent only after the handler returned
+(telemetry committed, status applied, acknowledgement recorded, or the message refused for good). A
+crash before that loses nothing: the broker keeps the unacknowledged message in IoTFlow's session and
+sends it again when IoTFlow reconnects with the same client id. A message received on an earlier
+connection is never acknowledged on a later one (the broker has re-sent it, and its packet id may now
+name another message).
+
+**Bounded.** At most ``WINDOW`` messages are handled at once: the broker sends no more unacknowledged
+QoS 1 messages than the ``Receive Maximum`` IoTFlow announces, and the network thread waits for a free
+slot before taking the next message (QoS 0 included), so a busy IoTFlow slows the broker's delivery to
+it (the broker queues, within its ``max_queued_messages``) instead of growing a queue in memory.
+
+**Authentication** is the broker's job for connections; IoTFlow cannot see who published a message.
+Unless the broker enforces per-device topic ACLs that IoTFlow manages (dynamic security, not built),
+every device message must carry the ``api_key`` of the topic's device — the compatibility rule of
+embedded mode — and messages of unknown or inactive devices are refused.
+
+**Presence**: IoTFlow does not see device connections. A device counts as connected (commands are
+published to it at once) while it has been heard within ``IOTFLOW_DEVICE_OFFLINE_AFTER`` and has not
+said it went offline; when a device comes back, its pending commands are published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from iotflow.config import Settings, describe_url
+from iotflow.errors import ConfigError
+from iotflow.mqtt import topics
+from iotflow.mqtt.clients import Client
+from iotflow.mqtt.handler import MessageHandler
+from iotflow.mqtt.stats import MqttStats
+from iotflow.timeutil import format_ts, now_ms
+
+if TYPE_CHECKING:
+    from iotflow.runtime import Runtime
+
+log = logging.getLogger("iotflow.mqtt")
+
+SHARE_GROUP = "iotflow"
+#: what IoTFlow consumes (not ``iotflow/devices/+/#``: that would bring back IoTFlow's own commands,
+#: config and error reports, and MQTT 5 forbids "no local" on shared subscriptions)
+FILTERS = (
+    "iotflow/devices/+/telemetry/#",
+    "iotflow/devices/+/status/+",
+    "iotflow/devices/+/commands/ack",
+    "iotflow/lwt/devices/+",
+)
+WINDOW = 256  # messages handled at once = the Receive Maximum announced to the broker
+SESSION_EXPIRY_S = 86_400
+KEEPALIVE_S = 60
+CONNECT_WAIT_S = 10.0  # how long start() waits for the first CONNACK
+RETRY_S = 1.0  # a message that could not be stored (ingest queue full) is tried again after this
+STOP_DRAIN_S = 5.0
+MAX_OUTGOING_QUEUE = 10_000
+_FATAL = ("Bad user name or password", "Not authorized", "Client identifier not valid", "Banned")
+
+
+class BrokerUrl(NamedTuple):
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    tls: bool
+    client_id: str
+
+
+def parse_broker_url(url: str) -> BrokerUrl:
+    """``mqtt[s]://[user[:password]@]host[:port][?client_id=...]``."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
+        raise ConfigError(
+            f"IOTFLOW_MQTT_BROKER_URL {describe_url(url)!r} is not mqtt://[user:password@]host[:port]"
+        )
+    tls = parts.scheme in ("mqtts", "ssl")
+    try:
+        port = parts.port or (8883 if tls else 1883)
+    except ValueError:
+        raise ConfigError(f"IOTFLOW_MQTT_BROKER_URL {describe_url(url)!r}: bad port") from None
+    query = parse_qs(parts.query)
+    client_id = query.get("client_id", [f"iotflow-{socket.gethostname()}"])[0]
+    return BrokerUrl(
+        host=parts.hostname,
+        port=port,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        tls=tls,
+        client_id=client_id,
+    )
+
+
+def _is_outgoing(topic: str) -> bool:
+    """A topic IoTFlow publishes to devices (never handled as a device message)."""
+    device_id = topics.device_of(topic)
+    return device_id is not None and topics.may_receive(device_id, topic)
+
+
+def _device_of(topic: str) -> int | None:
+    parsed = topics.parse(topic)
+    return parsed.device_id if parsed is not None else topics.device_of(topic)
+
+
+class ExternalTransport:
+    mode = "external"
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._url = parse_broker_url(settings.mqtt_broker_url or "")
+        self.stats = MqttStats()
+        self.handler = MessageHandler(settings, self.stats, self._publish)
+        self._rt: Runtime | None = None
+        self._client: paho.Client | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots = threading.BoundedSemaphore(WINDOW)
+        self._in_flight = 0
+        self._generation = 0  # one per broker connection: acknowledgements never cross connections
+        self._connected = False
+        self._first_connack: asyncio.Future[str] | None = None
+        self._stopping = False
+        self._devices: dict[int, Client] = {}  # device id → the Client its proven key is kept in
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.reconnects = 0
+        self.not_acknowledged = 0  # handled on a connection that was gone before the PUBACK
+
+    def bind(self, rt: Runtime) -> None:
+        self._rt = rt
+        self.handler.bind(rt)
+
+    # ----- life cycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._settings.mqtt_dynsec:
+            log.warning(
+                "IOTFLOW_MQTT_DYNSEC is not supported yet: devices must put their api_key in every message"
+            )
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._first_connack = loop.create_future()
+        u = self._url
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=u.client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            manual_ack=True,
+        )
+        if u.username is not None:
+            client.username_pw_set(u.username, u.password)
+        if u.tls:
+            client.tls_set()
+        client.max_inflight_messages_set(100)
+        client.max_queued_messages_set(MAX_OUTGOING_QUEUE)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.ReceiveMaximum = WINDOW
+        client.connect_async(u.host, u.port, keepalive=KEEPALIVE_S, clean_start=False, properties=props)
+        self._client = client
+        client.loop_start()
+        try:
+            problem = await asyncio.wait_for(asyncio.shield(self._first_connack), CONNECT_WAIT_S)
+        except TimeoutError:
+            log.warning("MQTT broker %s not reachable yet; IoTFlow keeps trying", describe_url(self._where()))
+            return
+        if problem:
+            await self._halt()
+            raise ConfigError(f"The MQTT broker {describe_url(self._where())} refused IoTFlow: {problem}")
+        log.info("MQTT: consuming from %s as %r", describe_url(self._where()), u.client_id)
+
+    def _where(self) -> str:
+        return self._settings.mqtt_broker_url or ""
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._tasks:  # messages being stored: let them finish and be acknowledged
+            await asyncio.wait(list(self._tasks), timeout=STOP_DRAIN_S)
+        await self._halt()
+        await self.handler.drain(STOP_DRAIN_S)
+
+    async def _halt(self) -> None:
+        self._stopping = True
+        client, self._client = self._client, None
+        if client is None:
+            return
+        with contextlib.suppress(Exception):
+            client.disconnect()  # the session stays on the broker (session expiry)
+        await asyncio.to_thread(client.loop_stop)
+        self._connected = False
+
+    # ----- paho callbacks (network thread) ---------------------------------------------------------
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        first = self._first_connack
+        if reason.is_failure:
+            text = str(reason)
+            log.warning("MQTT broker refused the connection: %s", text)
+            if first is not None and self._loop is not None and any(f in text for f in _FATAL):
+                self._loop.call_soon_threadsafe(_settle, first, text)
+            return
+        self._generation += 1
+        self._connected = True
+        if self._generation > 1:
+            self.reconnects += 1
+            log.info("MQTT: reconnected to the broker")
+        client.subscribe([(f"$share/{SHARE_GROUP}/{f}", 1) for f in FILTERS])
+        if first is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(_settle, first, "")
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self._connected = False
+        if not self._stopping:
+            self.stats.disconnects["abnormal" if reason.is_failure else "clean"] += 1
+            log.warning("MQTT: lost the broker connection (%s); reconnecting", reason)
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        # Wait for a free slot: this is the flow control (the broker holds further messages).
+        while not self._slots.acquire(timeout=0.5):
+            if self._stopping:
+                return  # not acknowledged: the broker sends it again to the next connection
+        loop = self._loop
+        if loop is None or self._stopping:
+            self._slots.release()
+            return
+        item = (msg.topic, bytes(msg.payload), msg.qos, msg.mid, self._generation)
+        try:
+            loop.call_soon_threadsafe(self._spawn_handling, item)
+        except RuntimeError:  # the event loop is closed
+            self._slots.release()
+
+    # ----- handling (event loop) -------------------------------------------------------------------
+
+    def _spawn_handling(self, item: tuple[str, bytes, int, int, int]) -> None:
+        task = asyncio.ensure_future(self._handle(*item))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, topic: str, payload: bytes, qos: int, mid: int, generation: int) -> None:
+        self._in_flight += 1
+        try:
+            if _is_outgoing(topic):
+                ok = True
+            else:
+                ok = await self._process(topic, payload, qos)
+            if ok and qos > 0:
+                self._ack(mid, qos, generation)
+        finally:
+            self._in_flight -= 1
+            self._slots.release()
+
+    async def _process(self, topic: str, payload: bytes, qos: int) -> bool:
+        device_id = _device_of(topic)
+        client = self._devices.get(device_id) if device_id is not None else None
+        if client is None:
+            client = Client(f"broker:{device_id}", None, {})
+            if device_id is not None:
+                client.subscriptions.add(topics.errors_topic(device_id))  # refusals are reported
+        was_connected = device_id is not None and self.is_connected(device_id)
+        while True:
+            ok = await self.handler.handle(client, topic, payload, qos)
+            if ok or self._stopping:
+                break
+            await asyncio.sleep(RETRY_S)  # ingest queue full: keep the message, try again
+        if ok and device_id is not None and client.keys:
+            self._devices.setdefault(device_id, client)
+            if not was_connected and self.is_connected(device_id):
+                self.handler.spawn(self._deliver_pending(device_id))
+        return ok
+
+    def _ack(self, mid: int, qos: int, generation: int) -> None:
+        client = self._client
+        if client is None or generation != self._generation or not self._connected:
+            self.not_acknowledged += 1  # the broker re-sent it on the new connection
+            return
+        client.ack(mid, qos)
+
+    async def _deliver_pending(self, device_id: int) -> None:
+        rt = self._rt
+        if rt is None:
+            return
+        try:
+            await rt.commands.deliver_pending(device_id)
+        except Exception as exc:
+            log.warning("delivering pending commands to device %s failed: %s", device_id, exc)
+
+    # ----- the MqttTransport contract --------------------------------------------------------------
+
+    def is_connected(self, device_id: int) -> bool:
+        """Recently heard and not reported offline (IoTFlow cannot see the broker's connections)."""
+        rt = self._rt
+        if rt is None or not self._connected:
+            return False
+        return rt.presence.is_online(rt.presence.last_heard(device_id), now_ms(), device_id)
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> bool:
+        return await self._publish(topic, payload, qos, retain)
+
+    async def _publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> bool:
+        """Hand the message to the broker connection; False when it is down or its queue is full."""
+        client = self._client
+        if client is None or not self._connected:
+            return False
+        info = client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return False
+        self.stats.sent += 1
+        return True
+
+    async def disconnect_device(self, device_id: int) -> None:
+        """Forget the device's proven key; its next message must carry a valid one (the broker's
+        connection of the device is the broker's business)."""
+        client = self._devices.pop(device_id, None)
+        if client is not None:
+            client.revoked = True
+            client.ended_by = "kicked"
+            await self.handler.disconnected(client, clean=False)
+
+    def status(self) -> dict[str, Any]:
+        stats = self.stats
+        return {
+            "mode": "external",
+            "connected": self._connected,
+            "host": self._url.host,
+            "port": self._url.port,
+            "clients_connected": self.handler.devices_connected(),
+            "subscriptions": len(FILTERS) if self._connected else 0,
+            "messages": {
+                "received": sum(stats.received.values()),
+                "sent": stats.sent,
+                "rejected": sum(stats.rejected.values()),
+                "last_message_time": None
+                if stats.last_message_ms is None
+                else format_ts(stats.last_message_ms),
+            },
+        }
+
+    def metrics(self) -> dict[str, Any]:
+        out = self.stats.as_dict()
+        out["connections"].update({"current": 1 if self._connected else 0, "devices": len(self._devices)})
+        out["subscriptions"]["current"] = len(FILTERS) if self._connected else 0
+        return {
+            "mode": "external",
+            "broker": {
+                "url": describe_url(self._where()),
+                "client_id": self._url.client_id,
+                "connected": self._connected,
+                "reconnects": self.reconnects,
+                "shared_subscriptions": [f"$share/{SHARE_GROUP}/{f}" for f in FILTERS],
+                "in_flight": self._in_flight,
+                "window": WINDOW,
+                "not_acknowledged": self.not_acknowledged,
+                "max_payload": self._settings.mqtt_max_payload,
+            },
+            **out,
+        }
+
+
+def _settle(future: asyncio.Future[str], value: str) -> None:
+    if not future.done():
+        future.set_result(value)

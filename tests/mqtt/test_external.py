@@ -1,0 +1,339 @@
+"""External broker mode (``spec/mqtt.md``): a real Mosquitto started here, IoTFlow as its client."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import queue
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+
+from tests.conftest import ADMIN, HIGH_RATE_LIMITS, key_headers
+from tests.server import Server, free_port
+
+pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed")
+
+_ids = iter(range(1, 1_000_000))
+
+
+class Mosquitto:
+    """A private Mosquitto on a free loopback port, with persistence in its own directory."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.dir = tmp
+        self.port = free_port()
+        tmp.mkdir(parents=True, exist_ok=True)
+        conf = tmp / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            f"user {getpass.getuser()}\n"  # as root, Mosquitto would switch to its own user
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {tmp}/\n"
+            "max_queued_messages 100000\n"
+            "max_inflight_messages 100\n"
+            f"log_dest file {tmp}/mosquitto.log\n"
+        )
+        self.proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("mosquitto did not start")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def _iotflow(tmp: Path, broker: Mosquitto, client_id: str) -> Server:
+    return Server(
+        tmp,
+        IOTFLOW_MQTT_ENABLED="true",
+        IOTFLOW_MQTT_BROKER_URL=f"mqtt://127.0.0.1:{broker.port}?client_id={client_id}",
+        **HIGH_RATE_LIMITS,
+    )
+
+
+@dataclass
+class Setup:
+    broker: Mosquitto
+    server: Server
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    try:
+        server = _iotflow(tmp_path_factory.mktemp("iotflow"), broker, f"iotflow-test-{next(_ids)}").start()
+        yield Setup(broker, server)
+        server.stop()
+        log = server.log()
+        assert "Traceback" not in log and "Internal server error" not in log, log
+    finally:
+        broker.stop()
+
+
+@pytest.fixture()
+def api(setup: Setup) -> Iterator[httpx.Client]:
+    with setup.server.client() as client:
+        yield client
+
+
+class Device:
+    """An anonymous paho client of the broker (the api_key travels in each payload)."""
+
+    def __init__(self, port: int, device: dict[str, Any], *, inflight: int = 20) -> None:
+        self.device = device
+        self.base = f"iotflow/devices/{device['id']}"
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        self.client.max_inflight_messages_set(inflight)
+        self.client.max_queued_messages_set(0)
+        self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self.client.on_message = lambda _c, _u, msg: self.messages.put(msg)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def payload(self, **fields: Any) -> str:
+        return json.dumps({**fields, "api_key": self.device["api_key"]})
+
+    def publish(self, sub: str, data: str, qos: int = 1) -> None:
+        info = self.client.publish(f"{self.base}/{sub}", data, qos=qos)
+        if qos:
+            info.wait_for_publish(10)
+            assert info.is_published()
+
+    def subscribe(self, sub: str) -> None:
+        done = threading.Event()
+        self.client.on_subscribe = lambda *_a: done.set()
+        self.client.subscribe(f"{self.base}/{sub}", qos=1)
+        assert done.wait(10)
+
+    def expect(self, topic: str, timeout: float = 10) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                msg = self.messages.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if msg.topic == topic:
+                return json.loads(msg.payload)  # type: ignore[no-any-return]
+        raise AssertionError(f"nothing on {topic}")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _register(api: httpx.Client) -> dict[str, Any]:
+    r = api.post(
+        "/api/v1/devices/register",
+        json={"name": f"ext-{next(_ids)}-{time.time_ns()}", "device_type": "sensor"},
+    )
+    assert r.status_code == 201, r.text
+    return r.json()["device"]  # type: ignore[no-any-return]
+
+
+def _until(check: Callable[[], Any], timeout: float = 10) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+def _status(api: httpx.Client, device: dict[str, Any]) -> bool:
+    r = api.get(f"/api/v1/devices/{device['id']}/status", headers=key_headers(device))
+    assert r.status_code == 200, r.text
+    return bool(r.json()["device"]["is_online"])
+
+
+def _records(api: httpx.Client, device: dict[str, Any]) -> list[dict[str, Any]]:
+    r = api.get(
+        f"/api/v1/telemetry/{device['id']}",
+        params={"limit": 10000, "order": "asc"},
+        headers=key_headers(device),
+    )
+    assert r.status_code == 200, r.text
+    return r.json()["data"]  # type: ignore[no-any-return]
+
+
+def _points(api: httpx.Client, device: dict[str, Any], key: str) -> int:
+    r = api.get(f"/api/v1/telemetry/{device['id']}/keys", headers=key_headers(device))
+    assert r.status_code == 200, r.text
+    return sum(k["count"] for k in r.json()["keys"] if k["key"] == key)
+
+
+def _iso(ts: datetime) -> str:
+    return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# ----- the basics ------------------------------------------------------------------------------------------
+
+
+def test_status_reports_external_mode(api: httpx.Client) -> None:
+    st = _until(lambda: api.get("/api/v1/mqtt/status").json()["mqtt_status"]["connected"] and True)
+    assert st
+    body = api.get("/api/v1/mqtt/status").json()["mqtt_status"]
+    assert body["mode"] == "external"
+    m = api.get("/api/v1/mqtt/monitoring/metrics", headers=ADMIN).json()["metrics"]
+    assert m["mode"] == "external" and m["broker"]["connected"] is True
+    assert "$share/iotflow/iotflow/devices/+/telemetry/#" in m["broker"]["shared_subscriptions"]
+
+
+def test_telemetry_is_stored_and_readable(setup: Setup, api: httpx.Client) -> None:
+    device = _register(api)
+    dev = Device(setup.broker.port, device)
+    try:
+        dev.publish("telemetry", dev.payload(temperature=21.5, humidity=40))
+        dev.publish(
+            "telemetry/sensors", json.dumps({"data": {"pressure": 1013}, "api_key": device["api_key"]})
+        )
+        records = _until(lambda: len(_records(api, device)) >= 2 and _records(api, device))
+        assert records, "telemetry not stored"
+        merged = {k: v for r in records for k, v in r.items() if k != "timestamp"}
+        assert merged == {"temperature": 21.5, "humidity": 40, "pressure": 1013}
+        assert _status(api, device) is True  # heard
+    finally:
+        dev.close()
+
+
+def test_messages_without_a_valid_key_are_refused(setup: Setup, api: httpx.Client) -> None:
+    device = _register(api)
+    dev = Device(setup.broker.port, device)
+    try:
+        dev.subscribe("errors")
+        dev.publish("telemetry", json.dumps({"temperature": 1}))  # no key
+        dev.publish("telemetry", json.dumps({"temperature": 2, "api_key": "wrong"}))
+        dev.client.publish(
+            "iotflow/devices/999999999/telemetry", json.dumps({"t": 1}), qos=1
+        ).wait_for_publish(5)
+
+        def rejected() -> int:
+            m = api.get("/api/v1/mqtt/monitoring/metrics", headers=ADMIN).json()["metrics"]
+            return int(m["messages"]["rejected_by_reason"].get("auth", 0))
+
+        assert _until(lambda: rejected() >= 3)
+        assert _records(api, device) == []
+    finally:
+        dev.close()
+
+
+def test_status_online_and_offline(setup: Setup, api: httpx.Client) -> None:
+    device = _register(api)
+    dev = Device(setup.broker.port, device)
+    try:
+        dev.publish("status/online", dev.payload(status="online"))
+        assert _until(lambda: _status(api, device))
+        dev.publish("status/offline", dev.payload(status="offline"))
+        assert _until(lambda: not _status(api, device))
+    finally:
+        dev.close()
+
+
+def test_commands_reach_the_device_and_acks_move_them(setup: Setup, api: httpx.Client) -> None:
+    device = _register(api)
+    dev = Device(setup.broker.port, device)
+    try:
+        dev.subscribe("commands/#")
+        dev.publish("status/online", dev.payload(status="online"))
+        assert _until(lambda: _status(api, device))
+        r = api.post(f"/api/v1/devices/{device['id']}/control", json={"command": "reboot"}, headers=ADMIN)
+        assert r.status_code == 201, r.text
+        command = r.json()
+        assert command["status"] == "delivered"
+        got = dev.expect(f"{dev.base}/commands/control")
+        assert got["command"] == "reboot" and got["command_id"] == command["id"]
+        dev.publish(
+            "commands/ack", dev.payload(command_id=command["id"], status="completed", result={"ok": 1})
+        )
+
+        def status() -> str:
+            r = api.get(f"/api/v1/devices/{device['id']}/commands", headers=ADMIN)
+            return {c["id"]: c["status"] for c in r.json()["commands"]}[command["id"]]  # type: ignore[no-any-return]
+
+        assert _until(lambda: status() == "completed")
+    finally:
+        dev.close()
+
+
+# ----- crash safety ---------------------------------------------------------------------------------------
+
+
+def test_kill9_loses_nothing_the_broker_accepted(tmp_path: Path) -> None:
+    """IoTFlow is killed with SIGKILL while a device publishes QoS 1 at full speed: after a restart,
+    every message the broker acknowledged to the device is stored exactly once."""
+    broker = Mosquitto(tmp_path / "mosquitto")
+    client_id = f"iotflow-kill-{next(_ids)}"
+    server = _iotflow(tmp_path / "iotflow", broker, client_id).start()
+    dev: Device | None = None
+    try:
+        with server.client() as api:
+            device = _register(api)
+        dev = Device(broker.port, device, inflight=100)
+        acked: set[int] = set()
+        lock = threading.Lock()
+        mids: dict[int, int] = {}
+
+        def on_publish(_c: Any, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
+            with lock:
+                acked.add(mid)
+
+        dev.client.on_publish = on_publish
+        total = 3000
+        base = datetime.now(UTC) - timedelta(minutes=10)
+        stamps = [_iso(base + timedelta(milliseconds=i)) for i in range(total)]
+
+        def publish_all() -> None:
+            for i, ts in enumerate(stamps):
+                while True:
+                    info = dev.client.publish(f"{dev.base}/telemetry", dev.payload(v=i, timestamp=ts), qos=1)
+                    if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                        break
+                    time.sleep(0.001)  # in-flight window full
+                with lock:
+                    mids[info.mid] = i
+
+        publisher = threading.Thread(target=publish_all)
+        publisher.start()
+        time.sleep(0.4)
+        with server.client() as api:
+            stored_before = len(_records(api, device))
+        server.kill9()
+        publisher.join(30)
+        assert not publisher.is_alive()
+        _until(lambda: len(acked) >= total, 20)
+        with lock:
+            accepted = {mids[m] for m in acked if m in mids}
+        assert len(accepted) == total  # the broker took everything
+
+        server.start()
+        with server.client() as api:
+            got = _until(lambda: _points(api, device, "v") >= total and _points(api, device, "v"), 30)
+            records = _records(api, device)
+            assert got == total, f"{_points(api, device, 'v')} points stored of {total}"
+            assert sorted(r["v"] for r in records) == list(range(total))  # each once, at its own time
+            assert len({r["timestamp"] for r in records}) == total
+            assert 0 < stored_before < total, stored_before  # the kill happened mid-stream
+    finally:
+        if dev is not None:
+            dev.close()
+        server.stop()
+        broker.stop()
