@@ -103,3 +103,35 @@ def test_kill_9_loses_no_acknowledged_point(tmp_path: Path) -> None:
                 assert not missing, f"device {device_id}: {len(missing)} acknowledged points lost"
     finally:
         srv.stop()
+
+
+def test_overload_is_503_with_retry_after_and_stores_nothing_of_it(tmp_path: Path) -> None:
+    """A tiny ingest queue: concurrent batches overflow it; refused ones leave no trace."""
+    srv = Server(tmp_path / "data", IOTFLOW_INGEST_QUEUE_POINTS="1", IOTFLOW_RATE_LIMITS="false").start()
+    try:
+        with srv.client() as c:
+            dev = _register(c, "overloaded")
+        h = {"X-API-Key": dev["api_key"]}
+        results: list[tuple[int, int, dict[str, Any], dict[str, str]]] = []
+
+        def post(n: int) -> None:
+            batch = [{"data": {"v": n}, "timestamp": T0_MS + n * 1000 + i} for i in range(200)]
+            with httpx.Client(base_url=srv.url, timeout=30) as client:
+                r = client.post("/api/v1/devices/telemetry", json={"batch": batch}, headers=h)
+                results.append((n, r.status_code, r.json(), dict(r.headers)))
+
+        threads = [threading.Thread(target=post, args=(n,)) for n in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        refused = [r for r in results if r[1] == 503]
+        accepted = {r[0] for r in results if r[1] == 201}
+        assert len(results) == 40 and len(accepted) + len(refused) == 40
+        assert refused, "40 concurrent batches never overflowed a one-point queue"
+        assert all(r[2]["error"] == "Service unavailable" and r[3]["retry-after"] for r in refused)
+        with srv.client() as c:
+            stored = _stored_timestamps(c, dev["id"])
+        assert len(stored) == 200 * len(accepted)  # all of every accepted batch, nothing of the refused
+    finally:
+        srv.stop()
