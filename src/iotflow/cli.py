@@ -14,7 +14,7 @@ import typer
 
 from iotflow import __version__
 from iotflow.config import Settings, describe, load_settings, prepare_data_dir
-from iotflow.errors import ConfigError
+from iotflow.errors import ConfigError, IoTFlowError
 
 T = TypeVar("T")
 
@@ -43,11 +43,15 @@ def _settings(**overrides: Any) -> tuple[Settings, str | None]:
 
 
 def _run(func: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
+    """Run one command's coroutine; a setting or a refused operation ends in one line on stderr."""
     settings, _ = _settings()
     try:
         return asyncio.run(func(settings))
     except ConfigError as exc:
         _fail(str(exc))
+        raise
+    except IoTFlowError as exc:
+        _fail(f"{exc.title}: {exc.message}")
         raise
 
 
@@ -227,7 +231,7 @@ def devices_create(
     owner: Annotated[str | None, typer.Option(help="Owner's username or email")] = None,
 ) -> None:
     """Register a device and print its API key (shown only now)."""
-    from iotflow.errors import IoTFlowError, NotFound
+    from iotflow.errors import NotFound
 
     body = {"name": name, "device_type": device_type, "description": description, "location": location}
 
@@ -241,11 +245,7 @@ def devices_create(
         clean = {k: v for k, v in body.items() if v is not None}
         return await rt.devices.register(clean, user_id=user_pk)  # type: ignore[no-any-return]
 
-    try:
-        device, api_key = _run(lambda s: _with_runtime(s, action))
-    except IoTFlowError as exc:
-        _fail(f"{exc.title}: {exc.message}")
-        return
+    device, api_key = _run(lambda s: _with_runtime(s, action))
     typer.echo(f"device {device.id} {device.name!r} created")
     typer.echo(f"api key: {api_key}")
 
@@ -283,17 +283,12 @@ def devices_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSO
 @devices_app.command("rotate-key")
 def devices_rotate(device_id: int) -> None:
     """Issue a new API key for a device; the old key stops working at once."""
-    from iotflow.errors import IoTFlowError
 
     async def action(rt: Any) -> str:
         _, key = await rt.devices.rotate_key(device_id)
         return key  # type: ignore[no-any-return]
 
-    try:
-        key = _run(lambda s: _with_runtime(s, action))
-    except IoTFlowError as exc:
-        _fail(f"{exc.title}: {exc.message}")
-        return
+    key = _run(lambda s: _with_runtime(s, action))
     typer.echo(f"api key: {key}")
 
 
@@ -302,19 +297,13 @@ def devices_delete(
     device_id: int, yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask")] = False
 ) -> None:
     """Delete a device and all its telemetry."""
-    from iotflow.errors import IoTFlowError
-
     if not yes and not typer.confirm(f"Delete device {device_id} and all its telemetry?"):
         raise typer.Exit(1)
 
     async def action(rt: Any) -> tuple[Any, int]:
         return await rt.devices.delete(device_id)  # type: ignore[no-any-return]
 
-    try:
-        device, points = _run(lambda s: _with_runtime(s, action))
-    except IoTFlowError as exc:
-        _fail(f"{exc.title}: {exc.message}")
-        return
+    device, points = _run(lambda s: _with_runtime(s, action))
     typer.echo(f"device {device_id} {device.name!r} deleted with {points} points")
 
 
@@ -331,8 +320,6 @@ def users_create(
     ] = False,
 ) -> None:
     """Create a user (asks for the password unless --password-stdin)."""
-    from iotflow.errors import IoTFlowError
-
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
@@ -341,11 +328,7 @@ def users_create(
     async def action(rt: Any) -> Any:
         return await rt.users.create(username, email, password, is_admin=admin)
 
-    try:
-        user = _run(lambda s: _with_runtime(s, action))
-    except IoTFlowError as exc:
-        _fail(f"{exc.title}: {exc.message}")
-        return
+    user = _run(lambda s: _with_runtime(s, action))
     kind = "admin user" if user.is_admin else "user"
     typer.echo(f"{kind} {user.username!r} created (id {user.id}, user_id {user.user_id})")
 
