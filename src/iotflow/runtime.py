@@ -26,7 +26,7 @@ from iotflow.groups.repository import GroupRepository
 from iotflow.groups.service import GroupService
 from iotflow.ingest.pipeline import IngestPipeline
 from iotflow.metrics.registry import Metrics
-from iotflow.mqtt import bind_runtime, open_transport
+from iotflow.mqtt import bind_runtime, dynsec, open_transport
 from iotflow.mqtt.base import MqttTransport
 from iotflow.ratelimit.service import RateLimits
 from iotflow.storage import db
@@ -112,6 +112,8 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         await mqtt.start()
         stack.push_async_callback(mqtt.stop)
         devices.on_revoke(mqtt.disconnect_device)
+        if settings.mqtt_dynsec:
+            dynsec.attach(mqtt, devices)  # one Mosquitto client per device
         commands = CommandService(CommandRepository(sessions), mqtt, events, users)
         await commands.start()
         stack.push_async_callback(commands.stop)

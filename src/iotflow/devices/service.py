@@ -91,6 +91,8 @@ class DeviceService:
         self._events = events
         self._delete_hooks: list[Callable[[int], Awaitable[None]]] = []
         self._revoke_hooks: list[Callable[[int], Awaitable[None]]] = []
+        self._key_hooks: list[Callable[[int, str], Awaitable[None]]] = []
+        self._status_hooks: list[Callable[[int, str], Awaitable[None]]] = []
         self._key_length = key_length
 
     # ----- keys ------------------------------------------------------------------------------------
@@ -119,6 +121,7 @@ class DeviceService:
             raise NotFound(f"Device {device_id} not found", title="Device not found")
         await self._cache.forget_device(device_id)
         await self._revoked(device_id)
+        await self._key_set(device_id, api_key)
         self._events.record_nowait("device.key_rotated", device_id=device_id, user_id=device.user_id)
         return device, api_key
 
@@ -143,6 +146,7 @@ class DeviceService:
             updated_at=ts,
         )
         device = await self.repo.add(device)
+        await self._key_set(device.id, api_key)
         self._events.record_nowait(
             "device.registered",
             device_id=device.id,
@@ -175,6 +179,8 @@ class DeviceService:
         if device.status != current.status and device.status != "active":
             await self._revoked(device_id)
         if device.status != current.status:
+            for status_hook in self._status_hooks:
+                await status_hook(device_id, device.status)
             self._events.record_nowait(
                 "device.status_changed",
                 device_id=device_id,
@@ -197,6 +203,19 @@ class DeviceService:
         """Run ``hook(device_id)`` when a device's sessions must end: key rotated, device no longer
         active, or deleted (the MQTT transport disconnects it)."""
         self._revoke_hooks.append(hook)
+
+    def on_key(self, hook: Callable[[int, str], Awaitable[None]]) -> None:
+        """Run ``hook(device_id, api_key)`` after a device got a key (registration, rotation). The plain
+        key is never stored: it exists only in memory, for this call (the broker's dynamic security)."""
+        self._key_hooks.append(hook)
+
+    def on_status(self, hook: Callable[[int, str], Awaitable[None]]) -> None:
+        """Run ``hook(device_id, new_status)`` after a device's status changed."""
+        self._status_hooks.append(hook)
+
+    async def _key_set(self, device_id: int, api_key: str) -> None:
+        for hook in self._key_hooks:
+            await hook(device_id, api_key)
 
     async def _revoked(self, device_id: int) -> None:
         for hook in self._revoke_hooks:

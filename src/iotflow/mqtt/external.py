@@ -18,10 +18,11 @@ QoS 1 messages than the ``Receive Maximum`` IoTFlow announces, and the network t
 slot before taking the next message (QoS 0 included), so a busy IoTFlow slows the broker's delivery to
 it (the broker queues, within its ``max_queued_messages``) instead of growing a queue in memory.
 
-**Authentication** is the broker's job for connections; IoTFlow cannot see who published a message.
-Unless the broker enforces per-device topic ACLs that IoTFlow manages (dynamic security, not built),
-every device message must carry the ``api_key`` of the topic's device — the compatibility rule of
-embedded mode — and messages of unknown or inactive devices are refused.
+**Authentication** is the broker's job for connections; IoTFlow cannot see who published a message,
+so every device message must carry the ``api_key`` of the topic's device — the compatibility rule of
+embedded mode — and messages of unknown or inactive devices are refused. With Mosquitto's dynamic
+security (``IOTFLOW_MQTT_DYNSEC=true``, :mod:`iotflow.mqtt.dynsec`) IoTFlow also keeps one broker
+client per device, sending the plugin's commands with :meth:`ExternalTransport.control`.
 
 **Presence**: IoTFlow does not see device connections. A device counts as connected (commands are
 published to it at once) while it has been heard within ``IOTFLOW_DEVICE_OFFLINE_AFTER`` and has not
@@ -32,6 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import json
 import logging
 import socket
 import threading
@@ -47,6 +50,7 @@ from iotflow.config import Settings, describe_url
 from iotflow.errors import ConfigError
 from iotflow.mqtt import topics
 from iotflow.mqtt.clients import Client
+from iotflow.mqtt.dynsec import RESPONSE_TOPIC
 from iotflow.mqtt.handler import MessageHandler
 from iotflow.mqtt.stats import MqttStats
 from iotflow.timeutil import format_ts, now_ms
@@ -72,6 +76,8 @@ CONNECT_WAIT_S = 10.0  # how long start() waits for the first CONNACK
 RETRY_S = 1.0  # a message that could not be stored (ingest queue full) is tried again after this
 STOP_DRAIN_S = 5.0
 MAX_OUTGOING_QUEUE = 10_000
+CONTROL_WAIT_S = 10.0  # how long control() waits for the broker's reply
+CONTROL_PREFIX = "$CONTROL/"
 _FATAL = ("Bad user name or password", "Not authorized", "Client identifier not valid", "Banned")
 
 
@@ -140,6 +146,8 @@ class ExternalTransport:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.reconnects = 0
         self.not_acknowledged = 0  # handled on a connection that was gone before the PUBACK
+        self._control_ids = itertools.count(1)
+        self._control_waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
     def bind(self, rt: Runtime) -> None:
         self._rt = rt
@@ -148,10 +156,6 @@ class ExternalTransport:
     # ----- life cycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._settings.mqtt_dynsec:
-            log.warning(
-                "IOTFLOW_MQTT_DYNSEC is not supported yet: devices must put their api_key in every message"
-            )
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._first_connack = loop.create_future()
@@ -224,6 +228,8 @@ class ExternalTransport:
             self.reconnects += 1
             log.info("MQTT: reconnected to the broker")
         client.subscribe([(f"$share/{SHARE_GROUP}/{f}", 1) for f in FILTERS])
+        if self._settings.mqtt_dynsec:
+            client.subscribe(RESPONSE_TOPIC, 0)  # replies to control()
         if first is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(_settle, first, "")
 
@@ -234,6 +240,13 @@ class ExternalTransport:
             log.warning("MQTT: lost the broker connection (%s); reconnecting", reason)
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        if msg.topic.startswith(CONTROL_PREFIX):  # a reply of the broker's control API
+            if msg.qos:
+                client.ack(msg.mid, msg.qos)
+            if self._loop is not None:
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(self._control_reply, bytes(msg.payload))
+            return
         # Wait for a free slot: this is the flow control (the broker holds further messages).
         while not self._slots.acquire(timeout=0.5):
             if self._stopping:
@@ -302,6 +315,46 @@ class ExternalTransport:
             await rt.commands.deliver_pending(device_id)
         except Exception as exc:
             log.warning("delivering pending commands to device %s failed: %s", device_id, exc)
+
+    # ----- the broker's control API ($CONTROL/...) ------------------------------------------------
+
+    async def control(self, topic: str, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send ``commands`` to a broker control API (``$CONTROL/<feature>/v1``) and return its
+        response to each, in order (``{"command", "error"?, "data"?}``). Raises ``ConnectionError``
+        when the broker connection is down and ``TimeoutError`` when no reply comes within
+        ``CONTROL_WAIT_S``."""
+        client, loop = self._client, self._loop
+        if client is None or loop is None or not self._connected:
+            raise ConnectionError("IoTFlow is not connected to the MQTT broker")
+        waiters: list[tuple[str, asyncio.Future[dict[str, Any]]]] = []
+        batch = []
+        for command in commands:
+            correlation = f"{self._url.client_id}:{next(self._control_ids)}"
+            future: asyncio.Future[dict[str, Any]] = loop.create_future()
+            self._control_waiters[correlation] = future
+            waiters.append((correlation, future))
+            batch.append({**command, "correlationData": correlation})
+        try:
+            info = client.publish(topic, json.dumps({"commands": batch}), qos=1)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                raise ConnectionError(f"could not publish to {topic}: {info.rc}")
+            async with asyncio.timeout(CONTROL_WAIT_S):
+                return [await future for _, future in waiters]
+        finally:
+            for correlation, _ in waiters:
+                self._control_waiters.pop(correlation, None)
+
+    def _control_reply(self, payload: bytes) -> None:
+        try:
+            responses = json.loads(payload).get("responses", [])
+        except (ValueError, AttributeError):
+            return
+        for response in responses if isinstance(responses, list) else []:
+            if not isinstance(response, dict):
+                continue
+            future = self._control_waiters.get(str(response.get("correlationData")))
+            if future is not None and not future.done():
+                future.set_result(response)
 
     # ----- the MqttTransport contract --------------------------------------------------------------
 
