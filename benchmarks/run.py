@@ -1,4 +1,4 @@
-"""IoTFlow ingest benchmarks: P1 (one reading per POST), P2 (batched POSTs), P9 (latency).
+"""IoTFlow ingest benchmarks: P1 (one reading per POST), P2 (batched POSTs), P9 (latency), MQTT (P3, P4).
 
     python -m benchmarks.run [--quick] [--duration S] [--generator auto|wrk|python]
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import pyload, wrk
+from benchmarks import mqtt_bench, pyload, wrk
 from benchmarks.alerts_overhead import Config as AlertsConfig
 from benchmarks.alerts_overhead import measure as alerts_measure
 from benchmarks.loadgen import LoadResult
@@ -198,11 +198,24 @@ def run(config: Config) -> tuple[dict[str, Any], bool]:
         alerts_cfg = AlertsConfig(
             duration=cfg.duration, warmup=cfg.warmup, burn_in=2.0 if cfg.quick else 8.0, tool=cfg.tool
         )
-        result = alerts_measure(alerts_cfg)
-        out["alerts_overhead"] = {"what": "batched ingest with 100 active alert rules vs none", **result}
+        overhead = alerts_measure(alerts_cfg)
+        out["alerts_overhead"] = {"what": "batched ingest with 100 active alert rules vs none", **overhead}
     except Exception as exc:
         out["alerts_overhead"] = {"error": f"{type(exc).__name__}: {exc}"}
         log(f"alert-rule overhead failed: {exc}")
+
+    # MQTT: embedded and external broker, QoS 0 and 1, against the brokers' own pass-through rates.
+    mqtt_cfg = mqtt_bench.config(cfg.quick, None if cfg.quick else min(cfg.duration, 8.0))
+    try:
+        log("MQTT: Mosquitto and amqtt pass-through, then IoTFlow embedded and external")
+        mqtt_rows, mqtt_runs, mqtt_cpu = mqtt_bench.run(mqtt_cfg)
+        out.update(mqtt_rows)
+        bench.runs.update(mqtt_runs)
+        bench.generator_cpu += mqtt_cpu
+    except Exception as exc:
+        log(f"MQTT benchmarks failed: {exc}")
+        for key, what in mqtt_bench.ROWS:
+            out[key] = _error_row(what, exc)
 
     for key, what in (("P1", P1_WHAT), ("P2", P2_WHAT), ("P9", P9_WHAT)):
         if key in errors:
@@ -213,11 +226,12 @@ def run(config: Config) -> tuple[dict[str, Any], bool]:
     out["generator"] = {
         "tool": cfg.tool,
         "cpu_seconds": round(bench.generator_cpu, 3),
-        "note": _generator_note(cfg),
+        "note": f"{_generator_note(cfg)}; MQTT rows: {mqtt_bench.generator_note(mqtt_cfg)}",
         "cpu_seconds_by_run": {name: r["generator_cpu_seconds"] for name, r in bench.runs.items()},
     }
     out["runs"] = bench.runs
-    ran_all = not any("error" in out[key] for key in ("P1", "P2", "P9", "stored_check", "alerts_overhead"))
+    checked = ("P1", "P2", "P9", "stored_check", "alerts_overhead", *(key for key, _ in mqtt_bench.ROWS))
+    ran_all = not any("error" in out.get(key, {"error": "not run"}) for key in checked)
     return out, ran_all
 
 
