@@ -27,6 +27,7 @@ from iotflow.groups.service import GroupService
 from iotflow.ingest.pipeline import IngestPipeline
 from iotflow.metrics.registry import Metrics
 from iotflow.mqtt import bind_runtime, dynsec, open_transport
+from iotflow.mqtt.alerts import AlertPublisher
 from iotflow.mqtt.base import MqttTransport
 from iotflow.ratelimit.service import RateLimits
 from iotflow.storage import db
@@ -112,6 +113,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         await mqtt.start()
         stack.push_async_callback(mqtt.stop)
         devices.on_revoke(mqtt.disconnect_device)
+        alerts.hub.add_observer(AlertPublisher(mqtt))
         if settings.mqtt_dynsec:
             dynsec.attach(mqtt, devices)  # one Mosquitto client per device
         commands = CommandService(CommandRepository(sessions), mqtt, events, users)

@@ -278,6 +278,26 @@ def test_commands_reach_the_device_and_acks_move_them(setup: Setup, api: httpx.C
         dev.close()
 
 
+def test_alerts_are_published_on_the_system_topic(setup: Setup, api: httpx.Client) -> None:
+    device = _register(api)
+    rule = {"name": "hot", "device_id": device["id"], "key": "temperature", "operator": ">", "threshold": 30}
+    assert api.post("/api/v1/alerts/rules", json=rule, headers=ADMIN).status_code == 201
+    watcher = Device(setup.broker.port, device)
+    try:
+        done = threading.Event()
+        watcher.client.on_subscribe = lambda *_a: done.set()
+        watcher.client.subscribe("iotflow/system/alerts", qos=1)
+        assert done.wait(10)
+        watcher.publish("telemetry", watcher.payload(data={"temperature": 35}))
+        opened = watcher.expect("iotflow/system/alerts")
+        assert opened["change"] == "opened" and opened["device_id"] == device["id"] and opened["value"] == 35
+        watcher.publish("telemetry", watcher.payload(data={"temperature": 20}))
+        resolved = watcher.expect("iotflow/system/alerts")
+        assert resolved["change"] == "resolved" and resolved["id"] == opened["id"]
+    finally:
+        watcher.close()
+
+
 # ----- crash safety ---------------------------------------------------------------------------------------
 
 
