@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import Select, delete, func, select, update
@@ -25,23 +25,11 @@ class AlertFilter:
     end_ms: int | None = None
 
 
+_ALERT_FIELDS = tuple(f.name for f in fields(AlertRecord))
+
+
 def _record(a: Alert) -> AlertRecord:
-    return AlertRecord(
-        id=a.id,
-        rule_id=a.rule_id,
-        user_id=a.user_id,
-        device_id=a.device_id,
-        key=a.key,
-        value=a.value,
-        threshold=a.threshold,
-        operator=a.operator,
-        severity=a.severity,
-        state=a.state,
-        message=a.message,
-        opened_at=a.opened_at,
-        acknowledged_at=a.acknowledged_at,
-        resolved_at=a.resolved_at,
-    )
+    return AlertRecord(**{name: getattr(a, name) for name in _ALERT_FIELDS})
 
 
 def _filtered(stmt: Select[Any], f: AlertFilter) -> Select[Any]:
@@ -154,21 +142,7 @@ class AlertRepository:
     # ----- alerts ----------------------------------------------------------------------------------
 
     async def insert_alert(self, a: AlertRecord) -> int:
-        row = Alert(
-            rule_id=a.rule_id,
-            user_id=a.user_id,
-            device_id=a.device_id,
-            key=a.key,
-            value=a.value,
-            threshold=a.threshold,
-            operator=a.operator,
-            severity=a.severity,
-            state=a.state,
-            message=a.message,
-            opened_at=a.opened_at,
-            acknowledged_at=a.acknowledged_at,
-            resolved_at=a.resolved_at,
-        )
+        row = Alert(**{name: getattr(a, name) for name in _ALERT_FIELDS if name != "id"})
         async with self._sessions() as s, s.begin():
             s.add(row)
         return row.id
