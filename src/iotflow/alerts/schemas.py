@@ -73,16 +73,8 @@ def alert_dict(a: AlertRecord) -> dict[str, Any]:
 def rule_dict(r: AlertRule) -> dict[str, Any]:
     return {
         "id": r.id,
-        "name": r.name,
         "user_id": r.user_id,
-        "device_id": r.device_id,
-        "group_id": r.group_id,
-        "key": r.key,
-        "operator": r.operator,
-        "threshold": r.threshold,
-        "severity": r.severity,
-        "for_seconds": r.for_seconds,
-        "enabled": r.enabled,
+        **rule_body(r),
         "created_at": format_ts(r.created_at),
         "updated_at": format_ts(r.updated_at),
     }
