@@ -17,7 +17,6 @@ one, so each such batch opens and at once resolves an alert (a busy write path).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -199,19 +198,7 @@ def measure(cfg: Config) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None) -> Config:
-    parser = argparse.ArgumentParser(description="Alert-rule overhead on batched ingest (JSON on stdout).")
-    parser.add_argument("--quick", action="store_true", help="short runs that only prove the benchmark runs")
-    parser.add_argument("--duration", type=float, help="seconds per measured run (default 10, quick 2)")
-    parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
-    args = parser.parse_args(argv)
-    duration = args.duration if args.duration is not None else (2.0 if args.quick else 10.0)
-    if duration <= 0:
-        parser.error("--duration must be positive")
-    tool = args.generator
-    if tool == "auto":
-        tool = "wrk" if wrk.available() else "python"
-    elif tool == "wrk" and not wrk.available():
-        parser.error("wrk is not installed (apt-get install wrk)")
+    args, duration, tool = wrk.parse_run_args("Alert-rule overhead on batched ingest (JSON on stdout).", argv)
     return Config(
         duration=duration, warmup=1.0 if args.quick else 2.0, burn_in=2.0 if args.quick else 8.0, tool=tool
     )

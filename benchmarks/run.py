@@ -9,7 +9,6 @@ could not run.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -352,24 +351,7 @@ def _generator_note(cfg: Config) -> str:
 
 
 def parse_args(argv: list[str] | None) -> Config:
-    parser = argparse.ArgumentParser(description="IoTFlow ingest benchmarks (JSON on stdout).")
-    parser.add_argument("--quick", action="store_true", help="short runs that only prove each benchmark runs")
-    parser.add_argument("--duration", type=float, help="seconds per measured run (default 10, quick 2)")
-    parser.add_argument(
-        "--generator",
-        choices=("auto", "wrk", "python"),
-        default="auto",
-        help="load generator for the closed-loop runs (default: wrk when installed)",
-    )
-    args = parser.parse_args(argv)
-    duration = args.duration if args.duration is not None else (2.0 if args.quick else 10.0)
-    if duration <= 0:
-        parser.error("--duration must be positive")
-    tool = args.generator
-    if tool == "auto":
-        tool = "wrk" if wrk.available() else "python"
-    elif tool == "wrk" and not wrk.available():
-        parser.error("wrk is not installed (apt-get install wrk)")
+    args, duration, tool = wrk.parse_run_args("IoTFlow ingest benchmarks (JSON on stdout).", argv)
     return Config(
         quick=args.quick,
         duration=duration,

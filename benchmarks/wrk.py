@@ -8,6 +8,7 @@ JSON line that :func:`run_wrk` parses.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import resource
@@ -142,3 +143,29 @@ def run_wrk(url: str, workload: Workload, *, connections: int, threads: int, dur
         },
         extra={"connections": connections, "threads": threads, "timeouts": int(figures["timeout"])},
     )
+
+
+def parse_run_args(description: str, argv: list[str] | None) -> tuple[argparse.Namespace, float, str]:
+    """The options every load benchmark takes: --quick, --duration, --generator.
+
+    Returns the parsed options, the seconds per measured run and the generator to use.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="short runs that only prove each benchmark runs")
+    parser.add_argument("--duration", type=float, help="seconds per measured run (default 10, quick 2)")
+    parser.add_argument(
+        "--generator",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="load generator for the closed-loop runs (default: wrk when installed)",
+    )
+    args = parser.parse_args(argv)
+    duration = args.duration if args.duration is not None else (2.0 if args.quick else 10.0)
+    if duration <= 0:
+        parser.error("--duration must be positive")
+    tool = args.generator
+    if tool == "auto":
+        tool = "wrk" if available() else "python"
+    elif tool == "wrk" and not available():
+        parser.error("wrk is not installed (apt-get install wrk)")
+    return args, duration, tool
