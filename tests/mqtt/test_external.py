@@ -240,6 +240,43 @@ def test_messages_without_a_valid_key_are_refused(setup: Setup, api: httpx.Clien
         dev.close()
 
 
+def test_fast_path_refuses_what_the_full_handler_refuses(setup: Setup, api: httpx.Client) -> None:
+    """Once a device's key is proven its telemetry takes the fast path; a wrong key, garbage or a
+    rotated key still get the full handler's refusal, and nothing refused is stored."""
+    device = _register(api)
+    dev = Device(setup.broker.port, device)
+
+    def metrics() -> dict[str, Any]:
+        return api.get("/api/v1/mqtt/monitoring/metrics", headers=ADMIN).json()["metrics"]  # type: ignore[no-any-return]
+
+    try:
+        dev.subscribe("errors")
+        dev.publish("telemetry", dev.payload(temperature=1))  # proves the key (full handler)
+        assert _until(lambda: _points(api, device, "temperature") == 1)
+        fast_before = metrics()["broker"]["fast_path"]
+        for i in range(20):
+            dev.publish(
+                "telemetry", dev.payload(data={"temperature": 10 + i}, timestamp=1_700_000_000_000 + i)
+            )
+        assert _until(lambda: _points(api, device, "temperature") == 21)
+        assert metrics()["broker"]["fast_path"] > fast_before, "trusted telemetry did not take the fast path"
+
+        dev.publish("telemetry", json.dumps({"temperature": 99, "api_key": "wrong-key"}))
+        assert dev.expect(f"{dev.base}/errors")["error"] == "Invalid API key"
+        dev.publish("telemetry", "{not json")
+        assert dev.expect(f"{dev.base}/errors")["error"] == "Invalid JSON"
+
+        old_key = device["api_key"]
+        r = api.post(f"/api/v1/devices/{device['id']}/rotate-key", headers=ADMIN)
+        assert r.status_code == 200, r.text
+        refused = metrics()["messages"]["rejected_by_reason"].get("auth", 0)
+        dev.publish("telemetry", json.dumps({"temperature": 98, "api_key": old_key}))
+        assert _until(lambda: metrics()["messages"]["rejected_by_reason"].get("auth", 0) == refused + 1)
+        assert _points(api, {**device, "api_key": r.json()["api_key"]}, "temperature") == 21
+    finally:
+        dev.close()
+
+
 def test_status_online_and_offline(setup: Setup, api: httpx.Client) -> None:
     device = _register(api)
     dev = Device(setup.broker.port, device)

@@ -115,6 +115,17 @@ class TelemetryService:
     async def ingest(self, device: DeviceAuth, body: Any) -> Ingested:
         """Parse, store (returns after commit), mark the device seen, keep its reported metadata."""
         now = now_ms()
+        try:
+            messages = self.parse(device, body, now)
+        except BadRequest as exc:
+            self._note_rejection(device, exc, now)
+            raise
+        points = messages[0].points if len(messages) == 1 else [p for m in messages for p in m.points]
+        await self.pipeline.submit(points)
+        return self.committed(device, messages, now)
+
+    def parse(self, device: DeviceAuth, body: Any, now: int) -> list[Message]:
+        """The body's messages (raises BadRequest, without counting it as a rejection)."""
         device_id = device.id
         last = self._last_receive_ts
 
@@ -126,21 +137,18 @@ class TelemetryService:
             last[device_id] = ts
             return ts
 
-        try:
-            messages = parse_body(
-                body, device_id, now_ms=now, max_future_ms=self._max_future_ms, receive_ts=receive_ts
-            )
-        except BadRequest as exc:
-            self._note_rejection(device, exc, now)
-            raise
-        points = messages[0].points if len(messages) == 1 else [p for m in messages for p in m.points]
-        await self.pipeline.submit(points)
+        return parse_body(
+            body, device_id, now_ms=now, max_future_ms=self._max_future_ms, receive_ts=receive_ts
+        )
+
+    def committed(self, device: DeviceAuth, messages: list[Message], now: int) -> Ingested:
+        """After the messages' points were committed: mark the device seen, keep its metadata."""
         presence = self._devices.presence
         presence.seen(device.id, now)
         for m in messages:
             if m.metadata:
                 presence.report(device.id, m.metadata)
-        return Ingested(messages, len(points), messages[0].ts_ms)
+        return Ingested(messages, sum(len(m.points) for m in messages), messages[0].ts_ms)
 
     def _note_rejection(self, device: DeviceAuth, exc: BadRequest, now: int) -> None:
         """Count a rejected payload; log it as an event at most once per device per minute."""
