@@ -1,4 +1,4 @@
-"""The ``iotflow`` command line: serve, db, devices, config."""
+"""The ``iotflow`` command line: serve, db, devices, users, config, bench."""
 
 from __future__ import annotations
 
@@ -71,6 +71,37 @@ def config() -> None:
         return
     for name, value in describe(settings).items():
         typer.echo(f"{name}={'' if value is None else value}")
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def bench(
+    ctx: typer.Context,
+    source: Annotated[
+        str | None,
+        typer.Option(help="The IoTFlow source checkout holding benchmarks/ (default: the current directory)"),
+    ] = None,
+) -> None:
+    """Run the benchmarks (needs a source checkout): `iotflow bench [--quick] [--duration S]`.
+
+    Prints one JSON object on stdout, progress on stderr; the same as `make bench`."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(source or ".").resolve()
+    if not (root / "benchmarks" / "run.py").is_file():
+        _fail(
+            f"no benchmarks/ folder in {root}: run `iotflow bench` from the root of an IoTFlow "
+            "source checkout (or pass --source PATH)"
+        )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+    }
+    code = subprocess.call([sys.executable, "-m", "benchmarks.run", *ctx.args], cwd=root, env=env)
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -121,3 +121,16 @@ def test_first_start_prints_the_generated_admin_token_once(tmp_path: Path) -> No
         assert srv.log().count(token) == before  # not printed again
     finally:
         srv.stop()
+
+
+def test_bench_outside_a_source_checkout_says_where_to_run_it(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "iotflow", "bench", "--quick"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert out.stdout == ""
+    assert out.stderr.count("\n") == 1 and "benchmarks/" in out.stderr and "--source" in out.stderr
