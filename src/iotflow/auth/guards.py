@@ -131,10 +131,14 @@ def check_device(principal: Principal, device: Device, *, allow_device: bool = T
 
 
 async def require_device_access(
-    request: Req, device_id: int, *, allow_device: bool = True
+    request: Req, device_id: int, *, allow_device: bool = True, recent: bool = False
 ) -> tuple[Principal, Device]:
-    """A principal allowed to read/manage device ``device_id``, and the device (404 when missing)."""
+    """A principal allowed to read/manage device ``device_id``, and the device (404 when missing).
+
+    ``recent``: the device may be a copy up to a moment old (telemetry reads; see
+    ``DeviceService.get_recent``), instead of read from the database now."""
     principal = await require_principal(request)
-    device = await runtime(request).devices.get(device_id)
+    devices = runtime(request).devices
+    device = await (devices.get_recent(device_id) if recent else devices.get(device_id))
     check_device(principal, device, allow_device=allow_device)
     return principal, device

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,6 +19,8 @@ from iotflow.timeutil import now_ms
 from iotflow.validation import opt_float, opt_str, req_str
 
 MAX_ID = 2**63 - 1  # ids beyond a 64-bit integer cannot exist: 404 without asking the database
+RECENT_S = 2.0  # how long get_recent() keeps a device
+RECENT_MAX = 10_000
 
 EDITABLE_TEXT = {
     "name": (1, 100),
@@ -94,6 +97,9 @@ class DeviceService:
         self._key_hooks: list[Callable[[int, str], Awaitable[None]]] = []
         self._status_hooks: list[Callable[[int, str], Awaitable[None]]] = []
         self._key_length = key_length
+        # device id → (valid until, device): the device as telemetry reads check it (owner, status,
+        # name), kept a moment so a dashboard's reads do not each query the database
+        self._recent: dict[int, tuple[float, Device]] = {}
 
     # ----- keys ------------------------------------------------------------------------------------
 
@@ -119,6 +125,7 @@ class DeviceService:
         )
         if device is None:
             raise NotFound(f"Device {device_id} not found", title="Device not found")
+        self._recent.pop(device_id, None)
         await self._cache.forget_device(device_id)
         await self._revoked(device_id)
         await self._key_set(device_id, api_key)
@@ -161,6 +168,21 @@ class DeviceService:
             raise NotFound(f"Device {device_id} not found", title="Device not found")
         return device
 
+    async def get_recent(self, device_id: int) -> Device:
+        """The device as read at most ``RECENT_S`` ago, for telemetry reads (who may read, its name).
+
+        Every change made through this service (update, status, key, delete) forgets the copy at once;
+        only what the service does not change itself (``last_seen``) may be that old."""
+        hit = self._recent.get(device_id)
+        now = time.monotonic()
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        device = await self.get(device_id)
+        if len(self._recent) >= RECENT_MAX:
+            self._recent.clear()
+        self._recent[device_id] = (now + RECENT_S, device)
+        return device
+
     async def update(self, device_id: int, body: dict[str, Any]) -> Device:
         current = await self.get(device_id)
         values = descriptive_fields(body)
@@ -172,6 +194,7 @@ class DeviceService:
             raise BadRequest("Nothing to update: send at least one editable field", title="No changes")
         values["updated_at"] = now_ms()
         device = await self.repo.update(device_id, values)
+        self._recent.pop(device_id, None)
         if device is None:
             raise NotFound(f"Device {device_id} not found", title="Device not found")
         if device.status != current.status or device.name != current.name:
@@ -224,6 +247,7 @@ class DeviceService:
     async def delete(self, device_id: int) -> tuple[Device, int]:
         device = await self.get(device_id)
         await self.repo.delete(device_id)
+        self._recent.pop(device_id, None)
         await self._cache.forget_device(device_id)
         self.presence.forget(device_id)
         deleted_points = await self._store.delete_device(device_id)

@@ -66,7 +66,7 @@ def _order(request: Req) -> str:
 
 async def _device(request: Req, device_id: int) -> Device:
     """The device, when the caller is its own key, its owner or admin (403/404 otherwise)."""
-    _, device = await require_device_access(request, device_id)
+    _, device = await require_device_access(request, device_id, recent=True)
     return device
 
 
@@ -392,7 +392,7 @@ async def telemetry_status(request: Req) -> dict[str, Any]:
 @get("/devices/{device_id:int}/summary", summary="Device, connectivity, recent telemetry and configuration")
 async def device_summary(request: Req, device_id: int) -> dict[str, Any]:
     rt = runtime(request)
-    device = await _device(request, device_id)
+    _, device = await require_device_access(request, device_id)  # fresh: last_seen is shown
     limit = query_int(request, "telemetry_limit", 10, lo=1, hi=100)
     include_config = query_bool(request, "include_config", True)
     last_seen, online = await rt.devices.connectivity(device)
