@@ -8,8 +8,10 @@ many chunk boundaries. Every test opens the store in its own event loop (``run``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
+import sqlite3
 import statistics
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Any, cast
 
 import pytest
 
+from iotflow.storage.timeseries import _sqlite_reader as sqlite_reader
 from iotflow.storage.timeseries.base import (
     AGGREGATE_FUNCS,
     AggregateFunc,
@@ -113,6 +116,45 @@ def grid(
     device_id: int, key: str, start: int, step: int, n: int, value: Callable[[int], Value]
 ) -> list[Point]:
     return [Point(device_id, key, start + i * step, value(i)) for i in range(n)]
+
+
+def reference_aggregate(func: str, values: list[float | int]) -> float | int:
+    """The reference model of one aggregate over the numeric values of one bucket, oldest first."""
+    has_float = any(isinstance(v, float) for v in values)
+    keep = float if has_float else int
+    results: dict[str, Callable[[], float | int]] = {
+        "mean": lambda: statistics.fmean(values),
+        "sum": lambda: keep(sum(values)),
+        "count": lambda: len(values),
+        "min": lambda: keep(min(values)),
+        "max": lambda: keep(max(values)),
+        "first": lambda: keep(values[0]),
+        "last": lambda: keep(values[-1]),
+        "median": lambda: float(statistics.median(values)),
+        "stddev": lambda: statistics.pstdev(values),
+    }
+    return results[func]()
+
+
+def expected_buckets(
+    values: Sequence[tuple[int, float | int]], func: str, lo: int, hi: int, window: int | None
+) -> list[Bucket]:
+    """The reference model of ``aggregate`` over the (ts, value) pairs of one series (ts order)."""
+    groups: dict[int, list[float | int]] = {}
+    for ts, v in values:
+        if lo <= ts <= hi:
+            b = lo if window is None else lo + (ts - lo) // window * window
+            groups.setdefault(b, []).append(v)
+    return [Bucket(b, reference_aggregate(func, vs), len(vs)) for b, vs in sorted(groups.items())]
+
+
+def same_buckets(got: list[Bucket], want: list[Bucket]) -> bool:
+    """Same starts, counts and value types; values equal up to float rounding."""
+    if [(b.start_ms, b.count, type(b.value)) for b in got] != [
+        (b.start_ms, b.count, type(b.value)) for b in want
+    ]:
+        return False
+    return all(g.value == pytest.approx(w.value, rel=1e-9, abs=1e-9) for g, w in zip(got, want, strict=True))
 
 
 class TestTimeseriesStoreContract:
@@ -458,39 +500,6 @@ class TestTimeseriesStoreContract:
         points = [Point(1, key, ts, v) for key, values in series.items() for ts, v in values]
         points += [*noise, Point(2, "v", start, 1000.0), Point(2, "f", start + 7 * MINUTE, 1000.0)]
 
-        def reference(func: str, values: list[float | int]) -> float | int:
-            has_float = any(isinstance(v, float) for v in values)
-            keep = float if has_float else int
-            results: dict[str, Callable[[], float | int]] = {
-                "mean": lambda: statistics.fmean(values),
-                "sum": lambda: keep(sum(values)),
-                "count": lambda: len(values),
-                "min": lambda: keep(min(values)),
-                "max": lambda: keep(max(values)),
-                "first": lambda: keep(values[0]),
-                "last": lambda: keep(values[-1]),
-                "median": lambda: float(statistics.median(values)),
-                "stddev": lambda: statistics.pstdev(values),
-            }
-            return results[func]()
-
-        def expected(key: str, func: str, lo: int, hi: int, w: int | None) -> list[Bucket]:
-            groups: dict[int, list[float | int]] = {}
-            for ts, v in series[key]:
-                if lo <= ts <= hi:
-                    b = lo if w is None else lo + (ts - lo) // w * w
-                    groups.setdefault(b, []).append(v)
-            return [Bucket(b, reference(func, vs), len(vs)) for b, vs in sorted(groups.items())]
-
-        def same(got: list[Bucket], want: list[Bucket]) -> bool:
-            if [(b.start_ms, b.count, type(b.value)) for b in got] != [
-                (b.start_ms, b.count, type(b.value)) for b in want
-            ]:
-                return False
-            return all(
-                g.value == pytest.approx(w.value, rel=1e-9, abs=1e-9) for g, w in zip(got, want, strict=True)
-            )
-
         async def body(s: TimeseriesStore) -> None:
             await s.write_batch(points)
             ranges = [(start, start + 9 * HOUR), (start + 40 * MINUTE, start + 5 * HOUR + 1)]
@@ -500,13 +509,79 @@ class TestTimeseriesStoreContract:
                         # Few wide buckets, many narrow (mostly empty) ones, and the whole range.
                         for w in (2 * HOUR, 25 * MINUTE, MINUTE, None):
                             got = await s.aggregate(1, key, func, start_ms=lo, end_ms=hi, window_ms=w)
-                            want = expected(key, func, lo, hi, w)
-                            assert same(got, want), (key, func, lo - start, hi - start, w, got)
+                            want = expected_buckets(series[key], func, lo, hi, w)
+                            assert same_buckets(got, want), (key, func, lo - start, hi - start, w, got)
             # Buckets are aligned on start_ms (not on the epoch) and empty ones are left out.
             sparse = await s.aggregate(
                 1, "v", "count", start_ms=start + 1, end_ms=start + 9 * HOUR, window_ms=DAY
             )
             assert sparse == [Bucket(start + 1, 77, 77)]
+
+        run(store, body)
+
+    @pytest.mark.parametrize("plan", ["chosen", "query_per_bucket", "grouped_in_sql"])
+    def test_aggregate_across_chunks_and_head(
+        self, store: TimeseriesStore, plan: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # A reading a minute for almost 8 hours, sent in batches of 20 minutes as a device would:
+        # with the fixture's one-hour chunks and small head, the first 7 h 20 min end up in the
+        # chunks and the last batch stays in the head, so buckets straddle chunk boundaries and the
+        # boundary between the chunks and the head. "f" holds only floats, "n" ints among noise.
+        if plan != "chosen":
+            if not isinstance(store, SqliteTimeseriesStore):
+                pytest.skip("the two query plans of the SQLite store")
+            # Force one plan or the other whatever the density of the buckets.
+            cost = 0 if plan == "query_per_bucket" else 10**12
+            monkeypatch.setattr(sqlite_reader, "_QUERY_COST_IN_SORTED_ROWS", cost)
+        start = T0 - T0 % HOUR - 7 * MINUTE  # so that chunks start on a reading
+        n, per_batch = 460, 20
+        series: dict[str, list[tuple[int, float | int]]] = {
+            "f": [(start + i * MINUTE, math.sin(i) * 100 + 20) for i in range(n)],
+            "n": [(start + i * MINUTE, (i * 7919) % 101 - 50) for i in range(n)],
+        }
+        noise = {  # minute → a non-numeric value of "n" 1 ms after that minute's reading
+            3: "text",
+            95: True,
+            n - 4: {"x": 1},  # in the head
+        }
+        batches: list[list[Point]] = []
+        for first in range(0, n, per_batch):
+            batch: list[Point] = []
+            for i in range(first, min(n, first + per_batch)):
+                batch += [Point(1, key, *values[i]) for key, values in series.items()]
+                batch.append(Point(2, "f", start + i * MINUTE, -1.0))  # another device, same key
+                if i in noise:
+                    batch.append(Point(1, "n", start + i * MINUTE + 1, noise[i]))
+            batches.append(batch)
+        end = start + (n - 1) * MINUTE
+        ranges = [
+            (start, end),  # everything
+            (start + 1, end),  # readings on the last millisecond of buckets
+            (FAR_PAST, FAR_FUTURE),  # buckets aligned far from the data
+            (start + 37 * MINUTE + 5, start + 451 * MINUTE),  # from inside a chunk into the head
+            (start + 445 * MINUTE, end + HOUR),  # the head only
+        ]
+        windows = (2 * MINUTE, 25 * MINUTE, 45 * MINUTE, None)  # ~2 points a bucket up to all of them
+
+        async def body(s: TimeseriesStore) -> None:
+            for batch in batches:
+                await s.write_batch(batch)
+            if isinstance(s, SqliteTimeseriesStore):  # the layout this test is about
+                with contextlib.closing(sqlite3.connect(s.path)) as conn:
+                    assert conn.execute("SELECT count(*) FROM head").fetchone()[0] > 0
+                    tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE name LIKE 'ts%'")
+                    assert tables.fetchone()[0] >= 7
+            for key, values in series.items():
+                for func in FUNCS:
+                    for lo, hi in ranges:
+                        for w in windows:
+                            got = await s.aggregate(1, key, func, start_ms=lo, end_ms=hi, window_ms=w)
+                            want = expected_buckets(values, func, lo, hi, w)
+                            assert same_buckets(got, want), (key, func, lo - start, hi - start, w, got)
+                    # Over the whole 64-bit range, ``ts - start_ms`` does not fit in 64 bits.
+                    lo, hi, w = -(2**63), 2**63 - 1, 2**62
+                    got = await s.aggregate(1, key, func, start_ms=lo, end_ms=hi, window_ms=w)
+                    assert same_buckets(got, expected_buckets(values, func, lo, hi, w)), (key, func, got)
 
         run(store, body)
 
