@@ -1,7 +1,11 @@
 """The write side of the SQLite time-series store. Every method runs on the single writer thread.
 
 New points land in ``head``, a small table with the chunks' layout that every batch appends to, and
-are moved into the time chunks in bulk ("compaction") once ``head`` holds ``head_rows`` points.
+are moved into the time chunks in bulk ("compaction"). Compaction goes in steps of whole series
+(about a tenth of ``head_rows`` points each): from half of ``head_rows`` on, one step at most every
+``STEP_EVERY_S`` in the batch that comes along; from ``head_rows`` on, one step per batch; beyond four
+times ``head_rows`` everything at once. A step keeps a commit a few milliseconds longer, where moving
+all of ``head`` at once held one commit (and every request waiting for it) for a few hundred.
 Writing straight into the chunks would dirty one page per series per batch (a fleet-wide batch
 touches every series); with ``head`` a batch dirties only ``head``'s few pages, and compaction
 writes each series' page once for dozens of its points.
@@ -20,6 +24,8 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -98,6 +104,8 @@ Row = tuple[int, int, int | None, Any]  # (s, ts, t, v)
 _SID = itemgetter(0)
 _SID_TS = itemgetter(0, 1)
 _NO_TS = INT_MIN - 1  # "no compacted point": every timestamp is newer
+STEP_EVERY_S = 0.1  # below head_rows, compaction steps are at least this far apart
+WAL_AUTOCHECKPOINT = 0  # off: see _sqlite_checkpoint
 _MISSING = object()
 
 
@@ -113,7 +121,7 @@ def connect(path: str, *, synchronous: str, cache_kib: int, readonly: bool) -> s
     else:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
-        conn.execute("PRAGMA wal_autocheckpoint = 16000")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
         conn.execute("PRAGMA journal_size_limit = 67108864")
     return conn
 
@@ -148,7 +156,10 @@ class Writer:
         self._units: dict[int, str | None] = {}  # series id → unit
         self._types: dict[int, int] = {}  # series id → type bits seen
         self._head_count = 0  # points in head
+        self._step_from = 0  # the series id the next compaction step starts at (round robin)
+        self._last_step = 0.0  # time.monotonic() of the last compaction step
         self._undo: list[Callable[[], None]] = []  # restores the in-memory state on rollback
+        self.restart_wal = threading.Event()  # set by the checkpointer: finish its checkpoint
         self._conn: sqlite3.Connection | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -248,7 +259,19 @@ class Writer:
     def write_batch(self, points: Sequence[Point]) -> int:
         if not points:
             return 0
-        return self._transaction(lambda conn: self._write(conn, points))
+        written = self._transaction(lambda conn: self._write(conn, points))
+        if self.restart_wal.is_set():
+            self.finish_checkpoint()
+        return written
+
+    def finish_checkpoint(self) -> None:
+        """Copy the WAL's last frames back (between two transactions, so it completes): the next
+        transaction then starts the WAL over instead of growing it."""
+        self.restart_wal.clear()
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            log.warning("WAL checkpoint of %s failed: %s", self.path, exc)
 
     def _write(self, conn: sqlite3.Connection, points: Sequence[Point]) -> int:
         ids, last, types = self._ids, self._last, self._types
@@ -285,9 +308,20 @@ class Writer:
             if self._units.get(sid) != unit:
                 conn.execute("UPDATE series SET unit = ? WHERE id = ?", (unit, sid))
                 self._put(self._units, sid, unit)
-        if self._head_count >= self.head_rows:
-            self.compact(conn)
+        self._maybe_compact(conn)
         return new
+
+    def _maybe_compact(self, conn: sqlite3.Connection) -> None:
+        count, rows = self._head_count, self.head_rows
+        if count < rows // 2:
+            return
+        if count >= 4 * rows:  # far behind (a burst beyond what steps keep up with)
+            self.compact(conn)
+            return
+        now = time.monotonic()
+        if count >= rows or now - self._last_step >= STEP_EVERY_S:
+            self._compact_step(conn, max(rows // 10, 1))
+            self._last_step = now
 
     def _insert_head(self, conn: sqlite3.Connection, rows: list[Row]) -> int:
         rows.sort(key=_SID_TS)  # stable: of equal (s, ts) the last one stays last
@@ -350,26 +384,58 @@ class Writer:
 
     def compact(self, conn: sqlite3.Connection) -> None:
         """Move every point of ``head`` into its chunk and fold it into the series catalogue."""
+        self._move(conn, INT_MIN, INT_MAX)
+        self._head_count = 0
+
+    def _compact_step(self, conn: sqlite3.Connection, rows: int) -> None:
+        """Move the head points of the next whole series (about ``rows`` points), round robin."""
+        start = self._step_from
+        # The series holding the rows-th head point after ``start`` ends the step (it stays in head)...
+        row = conn.execute(
+            "SELECT s FROM head WHERE s >= ? ORDER BY s, ts LIMIT 1 OFFSET ?", (start, rows)
+        ).fetchone()
+        if row is None:  # ...fewer points than that left after ``start``: up to the end, then wrap
+            end, self._step_from = INT_MAX, 0
+        elif row[0] > start:
+            end = self._step_from = row[0]
+            end -= 1
+        else:  # one series holds them all: it goes alone
+            end, self._step_from = start, start + 1
+        self._head_count -= self._move(conn, start, end)
+
+    def _move(self, conn: sqlite3.Connection, first_s: int, last_s: int) -> int:
+        """Move the head points of series ``first_s``..``last_s`` into their chunks; returns how many."""
         chunk_ms = self.chunk_ms
         floor_div = "(ts - ((ts % ?1) + ?1) % ?1) / ?1"  # floor(ts / chunk_ms), also for negative ts
-        chunks = [c for (c,) in conn.execute(f"SELECT DISTINCT {floor_div} FROM head", (chunk_ms,))]
+        in_range = "s BETWEEN ?2 AND ?3"
+        chunks = [
+            c
+            for (c,) in conn.execute(
+                f"SELECT DISTINCT {floor_div} FROM head WHERE {in_range}", (chunk_ms, first_s, last_s)
+            )
+        ]
         if len(chunks) <= 4:  # the usual case: one set-based copy per chunk, in (s, ts) order
             for chunk in chunks:
                 lo, hi = max(chunk * chunk_ms, INT_MIN), min((chunk + 1) * chunk_ms - 1, INT_MAX)
                 conn.execute(
                     f"INSERT OR REPLACE INTO {self._chunk_table(conn, chunk)}(s, ts, t, v) "
-                    "SELECT s, ts, t, v FROM head WHERE ts BETWEEN ? AND ?",
-                    (lo, hi),
+                    "SELECT s, ts, t, v FROM head WHERE s BETWEEN ? AND ? AND ts BETWEEN ? AND ?",
+                    (first_s, last_s, lo, hi),
                 )
         else:  # points spread over many chunks (e.g. history imported for new keys)
             by_chunk: dict[int, list[Row]] = {}
-            for row in conn.execute("SELECT s, ts, t, v FROM head"):
+            for row in conn.execute(
+                "SELECT s, ts, t, v FROM head WHERE s BETWEEN ? AND ?", (first_s, last_s)
+            ):
                 by_chunk.setdefault(row[1] // chunk_ms, []).append(row)
             for chunk, rows in by_chunk.items():
                 name = self._chunk_table(conn, chunk)
                 conn.executemany(f"INSERT OR REPLACE INTO {name}(s, ts, t, v) VALUES (?, ?, ?, ?)", rows)
         # SQLite takes the bare columns t, v from the row holding max(ts).
-        stats = conn.execute("SELECT s, max(ts), t, v, count(*) FROM head GROUP BY s").fetchall()
+        stats = conn.execute(
+            "SELECT s, max(ts), t, v, count(*) FROM head WHERE s BETWEEN ? AND ? GROUP BY s",
+            (first_s, last_s),
+        ).fetchall()
         fold = []
         for s, la, t, v, n in stats:
             first = None  # only a series without compacted points gets its first timestamp from head
@@ -377,10 +443,10 @@ class Writer:
                 first = conn.execute("SELECT min(ts) FROM head WHERE s = ?", (s,)).fetchone()[0]
             fold.append((n, first, la, t, v, s))
         conn.executemany(_FOLD_HEAD, fold)
-        conn.execute("DELETE FROM head")
+        moved: int = conn.execute("DELETE FROM head WHERE s BETWEEN ? AND ?", (first_s, last_s)).rowcount
         for _, _, la, _, _, s in fold:
             self._put(self._last, s, la)
-        self._head_count = 0
+        return moved
 
     # -- deletes -----------------------------------------------------------------------------
 

@@ -17,6 +17,9 @@ Threads
     connection and each read in one read transaction, so they see a consistent snapshot and never
     wait behind writes (WAL mode). Nothing touches SQLite on the event loop.
 
+Checkpoints
+    Off the writer's path, on their own thread (see ``_sqlite_checkpoint``).
+
 Durability
     WAL with ``synchronous=NORMAL`` (the default): a committed batch survives a crash of the process
     (including ``kill -9``) but the last transactions may be lost on an OS crash or power loss. Pass
@@ -33,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from iotflow.storage.timeseries import _sqlite_reader as reader
+from iotflow.storage.timeseries._sqlite_checkpoint import Checkpointer
 from iotflow.storage.timeseries._sqlite_writer import Writer, connect
 from iotflow.storage.timeseries.base import (
     AGGREGATE_FUNCS,
@@ -71,6 +75,7 @@ class SqliteTimeseriesStore:
             raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
         self.path = path
         self._writer = Writer(path, chunk_ms, synchronous.upper(), head_rows)
+        self._checkpointer = Checkpointer(path, self._writer.restart_wal.set)
         self._write_pool: ThreadPoolExecutor | None = None
         self._read_pool: ThreadPoolExecutor | None = None
         self._local = threading.local()
@@ -98,6 +103,7 @@ class SqliteTimeseriesStore:
         except BaseException:
             await asyncio.to_thread(self._shutdown)
             raise
+        self._checkpointer.start()
         self._state = "open"
 
     async def close(self) -> None:
@@ -111,6 +117,7 @@ class SqliteTimeseriesStore:
         await asyncio.to_thread(self._shutdown)
 
     def _shutdown(self) -> None:
+        self._checkpointer.stop()
         for pool in (self._write_pool, self._read_pool):
             if pool is not None:
                 pool.shutdown(wait=True)
