@@ -116,8 +116,10 @@ def connect(path: str, *, synchronous: str, cache_kib: int, readonly: bool) -> s
     conn.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
     conn.execute("PRAGMA temp_store = MEMORY")
     if readonly:
+        # No mmap: mapped pages count in the process's resident memory (two readers mapping 256 MiB
+        # each took a 10-million-point server from 190 to 430 MB RSS after reading every history
+        # once) and reads measured no faster with it.
         conn.execute("PRAGMA query_only = 1")
-        conn.execute("PRAGMA mmap_size = 268435456")
     else:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
