@@ -177,8 +177,8 @@ class Metrics:
         counts[1] += seconds
         counts[2 + bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
-    def telemetry_received(self, transport: str, points: int) -> None:
-        self._hot.messages[transport] = self._hot.messages.get(transport, 0) + 1
+    def telemetry_received(self, transport: str, points: int, *, messages: int = 1) -> None:
+        self._hot.messages[transport] = self._hot.messages.get(transport, 0) + messages
         self._hot.points[transport] = self._hot.points.get(transport, 0) + points
 
     def telemetry_rejected(self, transport: str, exc: BaseException) -> None:

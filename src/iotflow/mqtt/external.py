@@ -89,6 +89,7 @@ CONTROL_WAIT_S = 10.0  # how long control() waits for the broker's reply
 CONTROL_PREFIX = "$CONTROL/"
 #: how long a device whose key a message proved stays trusted for the fast path (then re-checked)
 TRUST_S = 5.0
+TOPIC_CACHE = 100_000
 _FATAL = ("Bad user name or password", "Not authorized", "Client identifier not valid", "Banned")
 
 
@@ -170,6 +171,7 @@ class ExternalTransport:
         self._delivering: set[int] = set()  # devices whose pending commands are being published
         self._inbox: list[Item] = []  # messages the network thread handed over, not yet taken
         self._inbox_lock = threading.Lock()
+        self._topics: dict[str, topics.DeviceTopic | None] = {}  # parsed topics of the fast path
         self._tasks: set[asyncio.Task[Any]] = set()
         self.reconnects = 0
         self.not_acknowledged = 0  # handled on a connection that was gone before the PUBACK
@@ -317,7 +319,12 @@ class ExternalTransport:
         for anything else (the general road handles it, refusals and their reports included)."""
         topic, payload, _qos, _mid, _generation = item
         rt = self._rt
-        parsed = topics.parse(topic)
+        parsed = self._topics.get(topic)
+        if parsed is None:
+            parsed = topics.parse(topic)
+            if len(self._topics) >= TOPIC_CACHE:
+                self._topics.clear()
+            self._topics[topic] = parsed
         if rt is None or parsed is None or parsed.kind is not topics.Kind.TELEMETRY:
             return None
         trusted = self._trusted.get(parsed.device_id)
@@ -354,16 +361,20 @@ class ExternalTransport:
                 for r in ready:
                     self._spawn_handling(r.item)
                 return
-            stats, metrics = self.stats, rt.metrics
             self.fast_path += len(ready)
+            seen: set[int] = set()
+            size = 0
             for r in ready:
                 _topic, payload, qos, mid, generation = r.item
-                rt.telemetry.committed(r.device, r.messages, now)
-                stats.message("telemetry", len(payload), now)
-                stats.stored("telemetry", r.points)
-                metrics.telemetry_received("mqtt", r.points)
+                size += len(payload)
+                if r.device.id not in seen or any(m.metadata for m in r.messages):
+                    seen.add(r.device.id)
+                    rt.telemetry.committed(r.device, r.messages, now)
                 if qos > 0:
                     self._ack(mid, qos, generation)
+            self.stats.messages("telemetry", len(ready), size, now)
+            self.stats.stored("telemetry", len(points), messages=len(ready))
+            rt.metrics.telemetry_received("mqtt", len(points), messages=len(ready))
         finally:
             self._in_flight -= len(ready)
             if not handed_over:

@@ -60,13 +60,17 @@ class MqttStats:
         self._last_logged: dict[tuple[str, int | None], int] = {}
 
     def message(self, kind: str, size: int, now_ms: int) -> None:
-        self.received[kind] += 1
+        self.messages(kind, 1, size, now_ms)
+
+    def messages(self, kind: str, count: int, size: int, now_ms: int) -> None:
+        """``count`` messages of ``size`` bytes in all."""
+        self.received[kind] += count
         self.bytes_received += size
         self.last_message_ms = now_ms
-        self.messages_rate.add()
+        self.messages_rate.add(count)
 
-    def stored(self, kind: str, points: int) -> None:
-        self.accepted[kind] += 1
+    def stored(self, kind: str, points: int, *, messages: int = 1) -> None:
+        self.accepted[kind] += messages
         if points:
             self.points += points
             self.points_rate.add(points)
