@@ -302,7 +302,9 @@ class EmbeddedTransport:
         if session.keep_alive > 0:  # [MQTT-3.1.2-24]: close after 1.5 keep-alives without a packet
             session.keep_alive = math.ceil(session.keep_alive * 1.5)
         protocol.handle_read_timeout = lambda: client.close("keepalive")
-        if self._broker is not None:  # a persistent session brings its subscriptions back
+        if self._broker is not None and not session.clean_session:
+            # A persistent session brings its subscriptions back (a clean one has none: no need to
+            # look through every subscription of the broker, which made connecting O(connections)).
             for topic_filter, subscribers in self._broker.subscriptions.items():
                 if any(s.client_id == session.client_id for s, _ in subscribers):
                     client.subscriptions.add(topic_filter)
