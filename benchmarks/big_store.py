@@ -558,7 +558,7 @@ def _measure(cfg: Config, server: ServerProcess) -> tuple[dict[str, dict[str, An
             "devices": len(fleet),
             "note": "VmRSS of the server process (MB = 10^6 bytes) after the fill, the full-store run "
             "and reads of every device's latest values; peak_mb is VmHWM; file_mb counts pages of "
-            "memory-mapped files (the store's readers map the database)",
+            "memory-mapped files (the interpreter's libraries; the store does not map the database)",
         },
     }
     if cfg.quick:
