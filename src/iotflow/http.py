@@ -64,6 +64,8 @@ def decode_json(raw: bytes) -> Any:
         return _decoder.decode(raw)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}", title="Invalid JSON") from None
+    except RecursionError:
+        raise BadRequest("The request body is nested too deeply", title="Invalid JSON") from None
 
 
 async def json_body(request: Request[Any, Any, Any], *, required: bool = True) -> Any:

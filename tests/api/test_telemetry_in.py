@@ -228,6 +228,10 @@ def test_bad_payloads_are_400_naming_the_problem(api: httpx.Client, device: dict
     url = "/api/v1/devices/telemetry"
     expect_400(api.post(url, content=b"{not json", headers=h), "Invalid JSON")
     expect_400(api.post(url, content=b"", headers=h), "Invalid JSON")
+    nested = b'{"data": {"t": ' + b"[" * 5000 + b"]" * 5000 + b"}}"  # deeper than the decoder goes
+    assert (
+        "nested too deeply" in expect_400(api.post(url, content=nested, headers=h), "Invalid JSON")["message"]
+    )
     expect_400(post(api, device, {}), "Telemetry data is required", "data")
     expect_400(post(api, device, {"data": {}}), "Telemetry data is required", "data")
     expect_400(post(api, device, {"data": [1, 2]}), "Invalid data format", "data")

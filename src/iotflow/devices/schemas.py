@@ -103,8 +103,8 @@ def encode_config(key: str, value: Any, data_type: str | None) -> tuple[str, str
             msgspec.json.decode(value)
             return value, data_type
         return msgspec.json.encode(value).decode(), data_type
-    except (ValueError, msgspec.DecodeError):
-        raise ValidationFailed(field, f"The value {value!r} is not a valid {data_type}") from None
+    except (ValueError, RecursionError, msgspec.DecodeError):
+        raise ValidationFailed(field, f"The value {value!r:.200} is not a valid {data_type}") from None
 
 
 def decode_config(c: DeviceConfiguration) -> Any:

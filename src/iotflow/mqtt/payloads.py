@@ -40,6 +40,8 @@ def decode_json(payload: bytes) -> Any:
         return _decoder.decode(payload)
     except msgspec.DecodeError as exc:
         raise Rejected("not_json", "Invalid JSON", f"The payload is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise Rejected("not_json", "Invalid JSON", "The payload is nested too deeply") from None
 
 
 def api_key_of(body: Any) -> str | None:
