@@ -277,6 +277,49 @@ def test_fast_path_refuses_what_the_full_handler_refuses(setup: Setup, api: http
         dev.close()
 
 
+def test_a_trusted_devices_topic_cannot_be_jammed_with_odd_payloads(setup: Setup, api: httpx.Client) -> None:
+    """Payloads the fast path cannot take (nested too deeply, a non-ASCII key) are refused by the full
+    handler one by one; more of them than IoTFlow's window of 256 must not stop other devices."""
+    device, other = _register(api), _register(api)
+    dev, dev2 = Device(setup.broker.port, device), Device(setup.broker.port, other)
+    try:
+        dev.subscribe("errors")
+        dev.publish("telemetry", dev.payload(temperature=1))  # trusted from now on
+        assert _until(lambda: _points(api, device, "temperature") == 1)
+        nested = b'{"t": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+        for i in range(150):
+            dev.client.publish(f"{dev.base}/telemetry", nested, qos=0)
+            dev.client.publish(f"{dev.base}/telemetry", json.dumps({"t": i, "api_key": "é"}), qos=0)
+        dev2.publish("telemetry", dev2.payload(temperature=2))
+        assert _until(lambda: _points(api, other, "temperature") == 1), "another device's telemetry was stuck"
+        dev.publish("telemetry", dev.payload(data={"temperature": 3}, timestamp=1_700_000_000_000))
+        assert _until(lambda: _points(api, device, "temperature") == 2)
+        errors = api.get("/api/v1/mqtt/monitoring/metrics", headers=ADMIN).json()["metrics"]
+        assert errors["messages"]["rejected_by_reason"].get("not_json", 0) >= 1
+    finally:
+        dev.close()
+        dev2.close()
+
+
+def test_pending_commands_reach_a_trusted_device_that_comes_back(setup: Setup, api: httpx.Client) -> None:
+    device = _register(api)
+    dev = Device(setup.broker.port, device)
+    try:
+        dev.subscribe("commands/#")
+        dev.publish("telemetry", dev.payload(temperature=1))  # trusted, online
+        assert _until(lambda: _status(api, device))
+        dev.publish("status/offline", dev.payload(status="offline"))
+        assert _until(lambda: not _status(api, device))
+        r = api.post(f"/api/v1/devices/{device['id']}/control", json={"command": "reboot"}, headers=ADMIN)
+        assert r.status_code == 201, r.text
+        assert r.json()["status"] == "pending"
+        dev.publish("telemetry", dev.payload(temperature=2))  # back, through the fast path
+        got = dev.expect(f"{dev.base}/commands/control")
+        assert got["command_id"] == r.json()["id"]
+    finally:
+        dev.close()
+
+
 def test_status_online_and_offline(setup: Setup, api: httpx.Client) -> None:
     device = _register(api)
     dev = Device(setup.broker.port, device)

@@ -249,9 +249,11 @@ class DeviceService:
         await self.repo.delete(device_id)
         self._recent.pop(device_id, None)
         await self._cache.forget_device(device_id)
+        # Sessions end before the points go: deleting them can take seconds, and nothing the device
+        # sends meanwhile may be stored after them.
+        await self._revoked(device_id)
         self.presence.forget(device_id)
         deleted_points = await self._store.delete_device(device_id)
-        await self._revoked(device_id)
         for hook in self._delete_hooks:
             await hook(device_id)
         self._events.record_nowait(

@@ -90,6 +90,7 @@ CONTROL_PREFIX = "$CONTROL/"
 #: how long a device whose key a message proved stays trusted for the fast path (then re-checked)
 TRUST_S = 5.0
 TOPIC_CACHE = 100_000
+TOPIC_CACHE_LEN = 200  # longer topics are parsed each time instead of kept
 _FATAL = ("Bad user name or password", "Not authorized", "Client identifier not valid", "Banned")
 
 
@@ -304,7 +305,10 @@ class ExternalTransport:
         ready: list[_Ready] = []
         now = now_ms()
         for item in items:
-            parsed = self._fast_parse(item, now)
+            try:
+                parsed = self._fast_parse(item, now)
+            except Exception:  # whatever it is, the general road refuses and reports it
+                parsed = None
             if parsed is None:
                 self._spawn_handling(item)
             else:
@@ -322,14 +326,15 @@ class ExternalTransport:
         parsed = self._topics.get(topic)
         if parsed is None:
             parsed = topics.parse(topic)
-            if len(self._topics) >= TOPIC_CACHE:
-                self._topics.clear()
-            self._topics[topic] = parsed
+            if parsed is not None and len(topic) <= TOPIC_CACHE_LEN:  # only short, valid topics
+                if len(self._topics) >= TOPIC_CACHE:
+                    self._topics.clear()
+                self._topics[topic] = parsed
         if rt is None or parsed is None or parsed.kind is not topics.Kind.TELEMETRY:
             return None
         trusted = self._trusted.get(parsed.device_id)
         client = self._devices.get(parsed.device_id)
-        if trusted is None or client is None or trusted[1] < time.monotonic():
+        if trusted is None or client is None or client.revoked or trusted[1] < time.monotonic():
             return None
         if len(payload) > self._settings.mqtt_max_payload:
             return None
@@ -337,11 +342,11 @@ class ExternalTransport:
             body = decode_json(payload)
             key = api_key_of(body)
             known = client.keys.get(parsed.device_id)
-            if key is None or known is None or not hmac.compare_digest(key, known):
+            if key is None or known is None or not hmac.compare_digest(key.encode(), known.encode()):
                 return None
             device = trusted[0]
             messages = rt.telemetry.parse(device, telemetry_body(body), now)
-        except (Rejected, BadRequest):
+        except (Rejected, BadRequest, RecursionError):
             return None
         return _Ready(item, device, messages, sum(len(m.points) for m in messages))
 
@@ -367,9 +372,13 @@ class ExternalTransport:
             for r in ready:
                 _topic, payload, qos, mid, generation = r.item
                 size += len(payload)
-                if r.device.id not in seen or any(m.metadata for m in r.messages):
-                    seen.add(r.device.id)
+                device_id = r.device.id
+                if device_id not in seen or any(m.metadata for m in r.messages):
+                    was_connected = self.is_connected(device_id)
+                    seen.add(device_id)
                     rt.telemetry.committed(r.device, r.messages, now)
+                    if not was_connected:  # back (after status/offline or its last will)
+                        self._deliver_when_back(device_id)
                 if qos > 0:
                     self._ack(mid, qos, generation)
             self.stats.messages("telemetry", len(ready), size, now)
@@ -415,10 +424,15 @@ class ExternalTransport:
         if ok and device_id is not None and client.keys:
             self._devices.setdefault(device_id, client)
             await self._trust(device_id, client)
-            if not was_connected and self.is_connected(device_id) and device_id not in self._delivering:
-                self._delivering.add(device_id)
-                self.handler.spawn(self._deliver_pending(device_id))
+            if not was_connected:
+                self._deliver_when_back(device_id)
         return ok
+
+    def _deliver_when_back(self, device_id: int) -> None:
+        """Publish the device's pending commands if it just came back (once at a time)."""
+        if self.is_connected(device_id) and device_id not in self._delivering:
+            self._delivering.add(device_id)
+            self.handler.spawn(self._deliver_pending(device_id))
 
     async def _trust(self, device_id: int, client: Client) -> None:
         """The device's key was proven by a handled message: its telemetry may take the fast path for
@@ -427,6 +441,8 @@ class ExternalTransport:
         if rt is None or key is None or self._devices.get(device_id) is not client:
             return
         auth = await rt.devices.authenticate(key)
+        if self._devices.get(device_id) is not client or client.revoked:
+            return  # revoked while the key was being checked
         if auth is not None and auth.id == device_id and auth.status == "active":
             self._trusted[device_id] = (auth, time.monotonic() + TRUST_S)
 
