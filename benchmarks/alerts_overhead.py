@@ -57,6 +57,7 @@ class Config:
     tool: str
     connections: int = 16
     threads: int = 2
+    runs: int = 5  # alternating without / with rules, starting without (quick: 2)
 
 
 def log(message: str) -> None:
@@ -145,7 +146,7 @@ def _mean(rows: list[dict[str, Any]], field: str) -> float:
 
 
 def measure(cfg: Config) -> dict[str, Any]:
-    """Runs without rules and with 100 rules, alternating (A B A B A) after a burn-in run."""
+    """Runs without rules and with 100 rules, alternating (A B A B A; quick: A B) after a burn-in run."""
     server = iotflow_server()
     server.env["IOTFLOW_RATE_LIMITS"] = "false"
     with server:
@@ -157,7 +158,7 @@ def measure(cfg: Config) -> dict[str, Any]:
         bodies = _rules(user, [device_id for device_id, _ in devices])
         without: list[dict[str, Any]] = []
         with_rules: list[dict[str, Any]] = []
-        for i, rules_on in enumerate((False, True, False, True, False)):
+        for i, rules_on in enumerate((False, True, False, True, False)[: cfg.runs]):
             workload = base.shifted(i * RUN_OFFSET_MS)
             if not rules_on:
                 without.append(_run(server, cfg, workload, "0 rules"))
@@ -200,7 +201,11 @@ def measure(cfg: Config) -> dict[str, Any]:
 def parse_args(argv: list[str] | None) -> Config:
     args, duration, tool = wrk.parse_run_args("Alert-rule overhead on batched ingest (JSON on stdout).", argv)
     return Config(
-        duration=duration, warmup=1.0 if args.quick else 2.0, burn_in=2.0 if args.quick else 8.0, tool=tool
+        duration=duration,
+        warmup=1.0 if args.quick else 2.0,
+        burn_in=1.0 if args.quick else 8.0,
+        tool=tool,
+        runs=2 if args.quick else 5,
     )
 
 

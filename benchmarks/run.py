@@ -201,7 +201,11 @@ def run(config: Config) -> tuple[dict[str, Any], bool]:
     try:
         log("alert-rule overhead: batched ingest with 0 and 100 rules")
         alerts_cfg = AlertsConfig(
-            duration=cfg.duration, warmup=cfg.warmup, burn_in=2.0 if cfg.quick else 8.0, tool=cfg.tool
+            duration=cfg.duration,
+            warmup=cfg.warmup,
+            burn_in=1.0 if cfg.quick else 8.0,
+            tool=cfg.tool,
+            runs=2 if cfg.quick else 5,
         )
         overhead = alerts_measure(alerts_cfg)
         out["alerts_overhead"] = {"what": "batched ingest with 100 active alert rules vs none", **overhead}
