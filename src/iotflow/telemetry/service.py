@@ -37,9 +37,7 @@ class Ingested(NamedTuple):
 
 
 def record_dict(record: Record) -> dict[str, Any]:
-    out: dict[str, Any] = {"timestamp": format_ts(record.ts_ms)}
-    out.update(record.values)
-    return out
+    return {"timestamp": format_ts(record.ts_ms), **record.values}
 
 
 def latest_dict(latest: dict[str, LatestValue]) -> tuple[dict[str, Any], dict[str, Any]]:

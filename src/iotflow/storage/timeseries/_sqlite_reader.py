@@ -122,11 +122,17 @@ def query(
     if limit <= 0 or start_ms > end_ms:
         return []
     need = offset + limit  # a series contributes at most one point per record
+    series = _series(conn, device_id, keys)
+    if len(series) == 1:  # one point per record, already in order: no merging
+        s = series[0]
+        key = s.key
+        rows = _fetch(conn, layout, s, start_ms, end_ms, need, desc)[offset:]
+        return [Record(ts, {key: v if t is None else decode(t, v)}) for ts, t, v in rows]
     records: dict[int, dict[str, Value]] = {}
     lo, hi = start_ms, end_ms
     # Densest series first: once a series yields `need` points, no record beyond its last one can
     # make the page, which narrows the range read for the other series.
-    for s in sorted(_series(conn, device_id, keys), key=lambda s: s.ccount + s.hcount, reverse=True):
+    for s in sorted(series, key=lambda s: s.ccount + s.hcount, reverse=True):
         rows = _fetch(conn, layout, s, lo, hi, need, desc)
         key = s.key
         for ts, t, v in rows:
