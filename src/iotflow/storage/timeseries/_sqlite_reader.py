@@ -64,8 +64,14 @@ _IN_DEVICE = "s IN (SELECT id FROM series WHERE device_id = ?)"
 _IN_JSON = "s IN (SELECT value FROM json_each(?))"
 
 
-def _series(conn: sqlite3.Connection, device_id: int, keys: Sequence[str] | None) -> list[_Series]:
-    """The device's series (of the given keys) that hold at least one point."""
+def _series(
+    conn: sqlite3.Connection, device_id: int, keys: Sequence[str] | None, *, head_counts: bool = True
+) -> list[_Series]:
+    """The device's series (of the given keys) that hold at least one point.
+
+    Without ``head_counts`` the points in head are not counted (``hcount`` is 0): counting walks every
+    head entry of the series (up to ``head_rows``), while its first and last timestamp are two index
+    lookups."""
     rows = conn.execute(
         "SELECT id, key, types, count, first_ts, last_ts FROM series WHERE device_id = ?", (device_id,)
     ).fetchall()
@@ -74,6 +80,14 @@ def _series(conn: sqlite3.Connection, device_id: int, keys: Sequence[str] | None
         rows = [r for r in rows if r[1] in wanted]
     if not rows:
         return []
+    if not head_counts:
+        out = []
+        for sid, key, types, count, cfirst, clast in rows:
+            hfirst = conn.execute("SELECT min(ts) FROM head WHERE s = ?", (sid,)).fetchone()[0]
+            hlast = conn.execute("SELECT max(ts) FROM head WHERE s = ?", (sid,)).fetchone()[0]
+            if cfirst is not None or hfirst is not None:
+                out.append(_Series(sid, key, types, count, cfirst, clast, 0, hfirst, hlast))
+        return out
     head_stats = "SELECT s, count(*), min(ts), max(ts) FROM head WHERE {} GROUP BY s"
     if keys is None:
         heads = {s: rest for s, *rest in conn.execute(head_stats.format(_IN_DEVICE), (device_id,))}
@@ -122,7 +136,7 @@ def query(
     if limit <= 0 or start_ms > end_ms:
         return []
     need = offset + limit  # a series contributes at most one point per record
-    series = _series(conn, device_id, keys)
+    series = _series(conn, device_id, keys, head_counts=False)
     if len(series) == 1:  # one point per record, already in order: no merging
         s = series[0]
         key = s.key
@@ -130,9 +144,9 @@ def query(
         return [Record(ts, {key: v if t is None else decode(t, v)}) for ts, t, v in rows]
     records: dict[int, dict[str, Value]] = {}
     lo, hi = start_ms, end_ms
-    # Densest series first: once a series yields `need` points, no record beyond its last one can
-    # make the page, which narrows the range read for the other series.
-    for s in sorted(series, key=lambda s: s.ccount + s.hcount, reverse=True):
+    # Densest series first (by compacted points): once a series yields `need` points, no record
+    # beyond its last one can make the page, which narrows the range read for the other series.
+    for s in sorted(series, key=lambda s: s.ccount, reverse=True):
         rows = _fetch(conn, layout, s, lo, hi, need, desc)
         key = s.key
         for ts, t, v in rows:
