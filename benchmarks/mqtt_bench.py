@@ -372,10 +372,14 @@ def mosquitto() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
 
 
 @contextmanager
-def amqtt_broker() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+def amqtt_broker(*, uvloop: bool = False) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.mqtt_bench", "--serve-amqtt", str(port)],
+        [
+            sys.executable,
+            *("-m", "benchmarks.mqtt_bench", "--serve-amqtt", str(port)),
+            *(["--uvloop"] if uvloop else []),
+        ],
         stdout=subprocess.DEVNULL,
     )
     try:
@@ -420,8 +424,9 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-def serve_amqtt(port: int) -> None:
-    """amqtt 0.12 with anonymous access and the empty hook; runs until SIGTERM."""
+def serve_amqtt(port: int, *, uvloop: bool = False) -> None:
+    """amqtt 0.12 with anonymous access and the empty hook; runs until SIGTERM (on uvloop, the loop
+    IoTFlow runs on under uvicorn, with ``uvloop``)."""
     import logging
     import signal
 
@@ -447,7 +452,12 @@ def serve_amqtt(port: int) -> None:
         await stopped.wait()
         await broker.shutdown()
 
-    asyncio.run(main())
+    if uvloop:
+        import uvloop as uv
+
+        uv.run(main())
+    else:
+        asyncio.run(main())
 
 
 # ----- the runs -----------------------------------------------------------------------------------
@@ -739,9 +749,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short runs that only prove each one runs")
     parser.add_argument("--duration", type=float, help="seconds per measured run (default 8, quick 2)")
     parser.add_argument("--serve-amqtt", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--uvloop", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_amqtt:
-        serve_amqtt(args.serve_amqtt)
+        serve_amqtt(args.serve_amqtt, uvloop=args.uvloop)
         return 0
     cfg = config(args.quick, args.duration)
     started = time.perf_counter()

@@ -33,7 +33,7 @@ already open (amqtt walks every existing subscription on each CONNECT and format
 for a debug message on each SUBSCRIBE), so 5,000 subscribed connections take minutes on two cores;
 ``--no-subscribe`` is much faster. Quick mode (500 connections) takes about 20 s.
 
-``python -m benchmarks.mqtt_idle --serve-amqtt PORT`` runs the baseline broker (used internally).
+The amqtt baseline broker is ``benchmarks.mqtt_bench``'s (``amqtt_broker``), on uvloop when installed.
 """
 
 from __future__ import annotations
@@ -45,15 +45,14 @@ import os
 import resource
 import socket
 import struct
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.mqtt_bench import amqtt_broker, iotflow
 from benchmarks.servers import ADMIN_TOKEN, ServerProcess, free_port, http_json, process_cpu_seconds
 
 WHAT = "memory per idle MQTT connection, embedded broker, 5,000 authenticated device connections"
@@ -281,54 +280,6 @@ def close_all(socks: list[socket.socket], *, clean: bool) -> None:
 # ----- the servers --------------------------------------------------------------------------------
 
 
-def iotflow_server(mqtt_port: int) -> ServerProcess:
-    return ServerProcess(
-        "iotflow",
-        [sys.executable, "-m", "iotflow", "serve"],
-        env={
-            "IOTFLOW_DATA_DIR": "{tmp}/data",
-            "IOTFLOW_HOST": "127.0.0.1",
-            "IOTFLOW_PORT": "{port}",
-            "IOTFLOW_ADMIN_TOKEN": ADMIN_TOKEN,
-            "IOTFLOW_LOG_LEVEL": "WARNING",
-            "IOTFLOW_RATE_LIMITS": "false",
-            "IOTFLOW_MQTT_ENABLED": "true",
-            "IOTFLOW_MQTT_PORT": str(mqtt_port),
-        },
-    )
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"amqtt exited with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"amqtt did not listen on {port} in {timeout}s")
-
-
-@contextmanager
-def amqtt_alone() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.mqtt_idle", "--serve-amqtt", str(port)], stdout=subprocess.DEVNULL
-    )
-    try:
-        _wait_port(port, proc)
-        yield port, proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 def event_loop_name() -> str:
     """The loop uvicorn (so IoTFlow) runs on: uvloop when it is installed."""
     try:
@@ -336,41 +287,6 @@ def event_loop_name() -> str:
     except ImportError:
         return "asyncio"
     return "uvloop"
-
-
-def serve_amqtt(port: int) -> None:
-    """amqtt 0.12 alone: anonymous access, the empty message hook of ``P4``; runs until SIGTERM."""
-    import logging
-    import signal
-
-    from amqtt.broker import Broker
-    from amqtt.contexts import BrokerConfig, ListenerConfig, ListenerType
-
-    logging.basicConfig(level=logging.WARNING)
-    for name in ("amqtt", "transitions"):  # the port probe's empty connection is logged as an error
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-
-    async def main() -> None:
-        config = BrokerConfig(
-            listeners={"default": ListenerConfig(type=ListenerType.TCP, bind=f"127.0.0.1:{port}")},
-            plugins={
-                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
-                "benchmarks.mqtt_bench.EmptyHookPlugin": {},
-            },
-        )
-        broker = Broker(config)
-        await broker.start()
-        stopped = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
-        await stopped.wait()
-        await broker.shutdown()
-
-    if event_loop_name() == "uvloop":
-        import uvloop
-
-        uvloop.run(main())
-    else:
-        asyncio.run(main())
 
 
 # ----- IoTFlow devices ----------------------------------------------------------------------------
@@ -480,7 +396,7 @@ def _finish(socks: list[socket.socket]) -> None:
 
 def measure_iotflow(n: int, settle: float, subscribe: bool) -> Run:
     mqtt_port = free_port()
-    with iotflow_server(mqtt_port) as server:
+    with iotflow({"IOTFLOW_MQTT_PORT": str(mqtt_port)}) as server:
         log(f"IoTFlow on {server.url}, embedded broker on {mqtt_port}; registering {n} devices")
         t0 = time.perf_counter()
         devices = register_devices(server, n + WARMUP_CONNECTIONS, "idle")
@@ -511,7 +427,7 @@ def measure_iotflow(n: int, settle: float, subscribe: bool) -> Run:
 
 
 def measure_amqtt(n: int, settle: float, subscribe: bool) -> Run:
-    with amqtt_alone() as (port, proc):
+    with amqtt_broker(uvloop=event_loop_name() == "uvloop") as (port, proc):
         log(f"amqtt alone on {port} ({event_loop_name()})")
 
         def cred(i: int) -> Cred:
@@ -596,11 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_CONNECTIONS} connections")
     parser.add_argument("--connections", type=int, help=f"connections (default {FULL_CONNECTIONS})")
     parser.add_argument("--no-subscribe", action="store_true", help="CONNECT only, no SUBSCRIBE")
-    parser.add_argument("--serve-amqtt", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve_amqtt:
-        serve_amqtt(args.serve_amqtt)
-        return 0
     started = time.perf_counter()
     try:
         rows, details, cpu = measure(args.quick, args.connections, not args.no_subscribe)
