@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from benchmarks import pyload, wrk
-from benchmarks.loadgen import LoadResult
+from benchmarks.loadgen import LoadResult, progress
 from benchmarks.payloads import BATCH_KEYS, Workload, base_timestamp_ms
 from benchmarks.servers import ADMIN_TOKEN, ServerProcess, http_json, iotflow_server
 
@@ -60,8 +59,7 @@ class Config:
     runs: int = 5  # alternating without / with rules, starting without (quick: 2)
 
 
-def log(message: str) -> None:
-    print(f"[alerts-bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+log = progress("alerts-bench")
 
 
 def _call(server: ServerProcess, method: str, path: str, body: Any = None, **headers: str) -> Any:

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import pyload, wrk
-from benchmarks.loadgen import LoadResult
+from benchmarks.loadgen import LoadResult, loadavg, progress
 from benchmarks.payloads import BATCH_ITEM_FORMAT, BATCH_KEYS, BATCH_PAYLOADS, TELEMETRY_PATH, Workload
 from benchmarks.servers import ADMIN_TOKEN, ServerProcess, http_json, iotflow_server, stored_points
 
@@ -62,8 +62,7 @@ ADMIN = {"Authorization": f"admin {ADMIN_TOKEN}"}
 MAX_REQUESTS_PER_S = 5_000
 
 
-def log(message: str) -> None:
-    print(f"[big-store {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+log = progress("big-store")
 
 
 @dataclass(frozen=True, slots=True)
@@ -587,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("wrk is not installed (apt-get install wrk)")
     started = time.perf_counter()
     report: dict[str, Any] = {"quick": True} if args.quick else {}
-    report["machine"] = {"cpus": os.cpu_count(), "loadavg_before": list(os.getloadavg())}
+    report["machine"] = {"cpus": os.cpu_count(), "loadavg_before": loadavg()}
     try:
         rows, details, generator_cpu = measure(args.quick, tool, points=args.points)
     except Exception as exc:
@@ -597,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2))
         return 1
     report.update(rows)
-    report["machine"]["loadavg_after"] = list(os.getloadavg())
+    report["machine"]["loadavg_after"] = loadavg()
     report["generator"] = {
         "tool": tool,
         "cpu_seconds": round(generator_cpu, 3),

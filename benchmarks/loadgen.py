@@ -1,9 +1,34 @@
-"""What a load run reports, whichever generator produced it."""
+"""What a load run reports, whichever generator produced it, and the small helpers every benchmark
+module shares (progress lines, load average, ratios)."""
 
 from __future__ import annotations
 
 import math
+import os
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+
+def progress(tag: str) -> Callable[[str], None]:
+    """A function printing ``[tag HH:MM:SS] message`` lines on stderr (stdout carries the JSON)."""
+
+    def log(message: str) -> None:
+        print(f"[{tag} {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    return log
+
+
+def loadavg() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def ratio_of(value: float, baseline: float) -> float:
+    return round(value / baseline, 4) if baseline > 0 else 0.0
 
 
 @dataclass(slots=True)

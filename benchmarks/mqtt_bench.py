@@ -44,6 +44,7 @@ from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 from typing import Any
 
+from benchmarks.loadgen import progress, ratio_of
 from benchmarks.payloads import base_timestamp_ms
 from benchmarks.servers import (
     ADMIN_TOKEN,
@@ -83,8 +84,7 @@ class Config:
     drain_timeout: float = 60.0
 
 
-def log(message: str) -> None:
-    print(f"[mqtt-bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+log = progress("mqtt-bench")
 
 
 # ----- publisher and subscriber processes ---------------------------------------------------------
@@ -603,10 +603,6 @@ def _register(server: ServerProcess, name: str) -> tuple[str, str]:
     return str(body["device"]["id"]), str(body["device"]["api_key"])
 
 
-def _ratio(value: float, baseline: float) -> float:
-    return round(value / baseline, 4) if baseline > 0 else 0.0
-
-
 def _error(what: str, exc: BaseException) -> dict[str, Any]:
     return {"what": what, "error": f"{type(exc).__name__}: {exc}"}
 
@@ -687,7 +683,7 @@ def run(cfg: Config) -> tuple[dict[str, Any], dict[str, dict[str, Any]], float]:
     }
 
     def p3(value: float, base: float) -> dict[str, Any]:
-        ratio = _ratio(value, base)
+        ratio = ratio_of(value, base)
         return {
             "value": round(value, 1),
             "points_per_s": round(value * READINGS, 1),
@@ -704,7 +700,7 @@ def run(cfg: Config) -> tuple[dict[str, Any], dict[str, dict[str, Any]], float]:
         }
 
     def p4(value: float, base: float) -> dict[str, Any]:
-        ratio = _ratio(value, base)
+        ratio = ratio_of(value, base)
         return {
             "value": round(value, 1),
             "points_per_s": round(value * READINGS, 1),

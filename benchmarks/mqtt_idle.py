@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.loadgen import progress
 from benchmarks.mqtt_bench import amqtt_broker, iotflow
 from benchmarks.servers import ADMIN_TOKEN, ServerProcess, free_port, http_json, process_cpu_seconds
 
@@ -68,8 +69,7 @@ FD_SPARE = 256  # files a process needs besides its connections
 BULK_MAX = 1000  # POST /api/v1/devices/bulk takes at most this many devices
 
 
-def log(message: str) -> None:
-    print(f"[mqtt-idle {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+log = progress("mqtt-idle")
 
 
 # ----- /proc and limits ---------------------------------------------------------------------------

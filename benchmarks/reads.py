@@ -57,7 +57,6 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -68,7 +67,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from benchmarks import pyload
-from benchmarks.loadgen import percentile
+from benchmarks.loadgen import loadavg, percentile, progress
 from benchmarks.servers import ADMIN_TOKEN, ServerProcess, http_json, iotflow_server
 
 STEP_MS = 10_000  # one reading every 10 s
@@ -154,15 +153,7 @@ def parse_mix(text: str) -> tuple[tuple[str, int], ...]:
     return tuple(shares.items())
 
 
-def log(message: str) -> None:
-    print(f"[reads-bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def loadavg() -> list[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
+log = progress("reads-bench")
 
 
 def fmt_ts(ts_ms: int) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 from benchmarks import big_store, mqtt_bench, mqtt_idle, pyload, reads, wrk
 from benchmarks.alerts_overhead import Config as AlertsConfig
 from benchmarks.alerts_overhead import measure as alerts_measure
-from benchmarks.loadgen import LoadResult
+from benchmarks.loadgen import LoadResult, loadavg, progress, ratio_of
 from benchmarks.payloads import Workload, base_timestamp_ms
 from benchmarks.servers import (
     ServerProcess,
@@ -68,15 +68,7 @@ class Config:
     store_points: int = 200_000
 
 
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def loadavg() -> list[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
+log = progress("bench")
 
 
 class Bench:
@@ -146,10 +138,6 @@ def devices(server: ServerProcess, prefix: str, count: int) -> tuple[str, ...]:
 
 def _error_row(what: str, exc: BaseException) -> dict[str, Any]:
     return {"what": what, "error": f"{type(exc).__name__}: {exc}"}
-
-
-def _ratio(value: float, baseline: float) -> float:
-    return round(value / baseline, 4) if baseline > 0 else 0.0
 
 
 def run(config: Config) -> tuple[dict[str, Any], bool]:
@@ -299,7 +287,7 @@ def _iotflow_runs(
         p1_rate = result.ok_per_s
         if bare_rate is None:
             raise RuntimeError("no baseline: the bare ASGI run failed")
-        ratio = _ratio(result.ok_per_s, bare_rate)
+        ratio = ratio_of(result.ok_per_s, bare_rate)
         return {
             "value": round(result.ok_per_s, 1),
             "baseline": round(bare_rate, 1),
@@ -341,7 +329,7 @@ def _iotflow_runs(
         result = bench.closed("P2", server, workload, connections=cfg.p2_connections, threads=cfg.p2_threads)
         if store_rate is None:
             raise RuntimeError("no baseline: the store write_batch run failed")
-        ratio = _ratio(result.points_per_s, store_rate)
+        ratio = ratio_of(result.points_per_s, store_rate)
         return {
             "value": round(result.points_per_s, 1),
             "baseline": round(store_rate, 1),
