@@ -54,12 +54,12 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 
 from iotflow.cache.base import DeviceAuth
 from iotflow.config import Settings, describe_url
-from iotflow.errors import BadRequest, ConfigError, ServiceUnavailable
+from iotflow.errors import ConfigError, ServiceUnavailable
 from iotflow.mqtt import topics
 from iotflow.mqtt.clients import Client
 from iotflow.mqtt.dynsec import RESPONSE_TOPIC
 from iotflow.mqtt.handler import MessageHandler
-from iotflow.mqtt.payloads import Rejected, api_key_of, decode_json, telemetry_body
+from iotflow.mqtt.payloads import api_key_of, decode_json, telemetry_body
 from iotflow.mqtt.stats import MqttStats
 from iotflow.storage.timeseries.base import Point
 from iotflow.telemetry.parse import Message
@@ -147,7 +147,6 @@ class _Ready(NamedTuple):
     item: Item
     device: DeviceAuth
     messages: list[Message]
-    points: int
 
 
 class ExternalTransport:
@@ -320,7 +319,8 @@ class ExternalTransport:
 
     def _fast_parse(self, item: Item, now: int) -> _Ready | None:
         """A telemetry message of a device trusted a moment ago, with that device's key, parsed; None
-        for anything else (the general road handles it, refusals and their reports included)."""
+        (or an exception, for a payload that does not decode or parse) for anything else: the general
+        road handles it, refusals and their reports included."""
         topic, payload, _qos, _mid, _generation = item
         rt = self._rt
         parsed = self._topics.get(topic)
@@ -338,17 +338,13 @@ class ExternalTransport:
             return None
         if len(payload) > self._settings.mqtt_max_payload:
             return None
-        try:
-            body = decode_json(payload)
-            key = api_key_of(body)
-            known = client.keys.get(parsed.device_id)
-            if key is None or known is None or not hmac.compare_digest(key.encode(), known.encode()):
-                return None
-            device = trusted[0]
-            messages = rt.telemetry.parse(device, telemetry_body(body), now)
-        except (Rejected, BadRequest, RecursionError):
+        body = decode_json(payload)  # raises for what does not decode: the caller sends it on
+        key = api_key_of(body)
+        known = client.keys.get(parsed.device_id)
+        if key is None or known is None or not hmac.compare_digest(key.encode(), known.encode()):
             return None
-        return _Ready(item, device, messages, sum(len(m.points) for m in messages))
+        device = trusted[0]
+        return _Ready(item, device, rt.telemetry.parse(device, telemetry_body(body), now))
 
     async def _store_ready(self, ready: list[_Ready], now: int) -> None:
         """Store the fast path's messages in one submission; acknowledge each once committed."""
