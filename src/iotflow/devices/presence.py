@@ -45,6 +45,10 @@ class Presence:
         self._seen: dict[int, int] = {}
         self._offline: dict[int, int] = {}  # devices marked offline at once -> when (ms)
         self._reported: dict[int, dict[str, Any]] = {}
+        # Reported attributes being written, and the ones the last flush wrote: a request that read the
+        # device row before that write still shows them (pending_reported overlays them on the row).
+        self._flushing: dict[int, dict[str, Any]] = {}
+        self._flushed: dict[int, dict[str, Any]] = {}
         self._periodic = Periodic("presence flush", flush_every_s, self._tick)
 
     def seen(self, device_id: int, ts_ms: int) -> None:
@@ -102,9 +106,16 @@ class Presence:
         self._online.pop(device_id, None)
         self._offline.pop(device_id, None)
         self._reported.pop(device_id, None)
+        self._flushing.pop(device_id, None)
+        self._flushed.pop(device_id, None)
 
     def pending_reported(self, device_id: int) -> dict[str, Any]:
-        return dict(self._reported.get(device_id, {}))
+        """Reported attributes the device row may not show yet, to overlay on it."""
+        return {
+            **self._flushed.get(device_id, {}),
+            **self._flushing.get(device_id, {}),
+            **self._reported.get(device_id, {}),
+        }
 
     async def last_seen(self, device_id: int, stored: int | None) -> int | None:
         """The newest of: not yet flushed marks, the cache, and the stored value."""
@@ -143,9 +154,11 @@ class Presence:
 
     async def flush(self) -> None:
         if not self._seen and not self._reported:
+            self._flushed = {}  # written a flush ago: every device row read since shows them
             return
         seen, self._seen = self._seen, {}
         reported, self._reported = self._reported, {}
+        self._flushing = reported
         try:
             await self._cache.mark_seen(seen)
             await self._repo.touch_many(seen, reported)
@@ -155,3 +168,6 @@ class Presence:
             for device_id, attrs in reported.items():
                 self._reported[device_id] = {**attrs, **self._reported.get(device_id, {})}
             raise
+        finally:
+            self._flushing = {}
+        self._flushed = reported
