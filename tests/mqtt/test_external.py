@@ -401,7 +401,7 @@ def test_kill9_loses_nothing_the_broker_accepted(tmp_path: Path) -> None:
                 acked.add(mid)
 
         dev.client.on_publish = on_publish
-        total = 3000
+        total = 6000
         base = datetime.now(UTC) - timedelta(minutes=10)
         stamps = [_iso(base + timedelta(milliseconds=i)) for i in range(total)]
 
@@ -417,9 +417,8 @@ def test_kill9_loses_nothing_the_broker_accepted(tmp_path: Path) -> None:
 
         publisher = threading.Thread(target=publish_all)
         publisher.start()
-        time.sleep(0.4)
-        with server.client() as api:
-            stored_before = len(_records(api, device))
+        with server.client() as api:  # kill as soon as the first points are stored
+            stored_before = _until(lambda: _points(api, device, "v"), 10)
         server.kill9()
         publisher.join(30)
         assert not publisher.is_alive()

@@ -42,12 +42,19 @@ def time_range(
     start_names: tuple[str, ...] = ("start_time", "start_date"),
     end_names: tuple[str, ...] = ("end_time", "end_date", "stop_time"),
     now: int | None = None,
+    device_id: int | None = None,
 ) -> tuple[int, int]:
+    """The query's time range. An omitted end is now, or for ``device_id`` the newest receive-time
+    stamp given to its readings if that is later: readings sent without a timestamp faster than one
+    a millisecond are stamped a few ms ahead of the clock, and stay in the default range."""
     now = now_ms() if now is None else now
+    default_end = (
+        now if device_id is None else max(now, runtime(request).telemetry.last_receive_ts(device_id))
+    )
     start_raw, end_raw = query_str(request, *start_names), query_str(request, *end_names)
     try:
         start = parse_time_bound(start_raw, field=start_names[0], now_ms=now, default=now - default_start)
-        end = parse_time_bound(end_raw, field=end_names[0], now_ms=now, default=now)
+        end = parse_time_bound(end_raw, field=end_names[0], now_ms=now, default=default_end)
     except TimestampError as exc:
         raise ValidationFailed(exc.field, str(exc), title="Invalid time range") from None
     if start > end:
@@ -135,7 +142,7 @@ async def post_mqtt_telemetry(request: Req, device_id: int) -> dict[str, Any]:
 async def history(request: Req, device_id: int) -> dict[str, Any]:
     rt = runtime(request)
     device = await _device(request, device_id)
-    start, end = time_range(request, default_start=HOUR)
+    start, end = time_range(request, default_start=HOUR, device_id=device_id)
     limit = query_int(request, "limit", 1000, lo=1, hi=10_000)
     records = await rt.telemetry.history(
         device_id, keys=query_keys(request), start_ms=start, end_ms=end, limit=limit, order=_order(request)
@@ -155,7 +162,7 @@ async def history(request: Req, device_id: int) -> dict[str, Any]:
 async def own_history(request: Req) -> dict[str, Any]:
     rt = runtime(request)
     auth = await require_device(request)
-    start, end = time_range(request, default_start=DAY)
+    start, end = time_range(request, default_start=DAY, device_id=auth.id)
     limit = query_int(request, "limit", 100, lo=1, hi=1000)
     records = await rt.telemetry.history(
         auth.id, keys=query_keys(request), start_ms=start, end_ms=end, limit=limit, order=_order(request)
@@ -218,7 +225,7 @@ async def aggregated(request: Req, device_id: int) -> dict[str, Any]:
     func = normalise_aggregation(func_name)
     window = _window(request)
     fill = _fill(request)
-    start, end = time_range(request, default_start=DAY)
+    start, end = time_range(request, default_start=DAY, device_id=device_id)
     fields = query_keys(request, "fields") or [query_str(request, "field") or "temperature"]
     results: dict[str, list[dict[str, Any]]] = {}
     for field in fields:
@@ -251,7 +258,7 @@ async def aggregated(request: Req, device_id: int) -> dict[str, Any]:
 async def device_measurements(request: Req, device_id: int) -> dict[str, Any]:
     rt = runtime(request)
     device = await _device(request, device_id)
-    start, end = time_range(request, default_start=DAY)
+    start, end = time_range(request, default_start=DAY, device_id=device_id)
     limit = query_int(request, "limit", 100, lo=1, hi=1000)
     page = query_int(request, "page", 1, lo=1)
     data_type = query_str(request, "data_type")
@@ -294,7 +301,7 @@ async def device_aggregate(request: Req, device_id: int) -> dict[str, Any]:
             "aggregation must be one of avg, sum, min, max, count",
             extra={"valid_functions": ["avg", "count", "max", "min", "sum"]},
         )
-    start, end = time_range(request, default_start=DAY)
+    start, end = time_range(request, default_start=DAY, device_id=device_id)
     (bucket,) = await rt.telemetry.aggregate(
         device_id,
         data_type,

@@ -122,6 +122,10 @@ class TelemetryService:
         await self.pipeline.submit(points)
         return self.committed(device, messages, now)
 
+    def last_receive_ts(self, device_id: int) -> int:
+        """The newest receive-time stamp given to the device's readings in this process (0 if none)."""
+        return self._last_receive_ts.get(device_id, 0)
+
     def parse(self, device: DeviceAuth, body: Any, now: int) -> list[Message]:
         """The body's messages (raises BadRequest, without counting it as a rejection)."""
         device_id = device.id
