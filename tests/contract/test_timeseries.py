@@ -194,6 +194,51 @@ class TestTimeseriesStoreContract:
 
         run(store, body)
 
+    def test_numbers_read_back_bit_for_bit(self, store: TimeseriesStore) -> None:
+        """Doubles whose shortest text SQLite gets wrong, extremes and 64-bit ints, through every read.
+
+        Reads of numeric series take their values through text (one statement per answer); the
+        nearest double of that text must be the stored one. -0.0 is stored as 0.0."""
+        floats = [
+            0.1 + 0.2,
+            6.946799136492109e-301,  # SQLite's quote() prints 6.94679913649211e-301 for it
+            -1.6200062819588099e-295,
+            5e-324,
+            2.2250738585072014e-308,
+            1.7976931348623157e308,
+            -1.7976931348623157e308,
+            23.0,
+            1e22,
+            123456789.12345679,
+            -0.0,
+        ]
+        ints = [2**63 - 1, -(2**63), 2**53 + 1, 0, -1]
+        n = len(floats)
+        points = [Point(1, "f", T0 + i * 20 * MINUTE, v) for i, v in enumerate(floats)]
+        points += [Point(1, "i", T0 + i * 20 * MINUTE, v) for i, v in enumerate(ints)]
+        want_f = [v + 0.0 for v in floats]
+
+        def bits(values: Iterable[Any]) -> list[Any]:
+            return [(type(v).__name__, repr(v)) for v in values]
+
+        async def body(s: TimeseriesStore) -> None:
+            await s.write_batch(points)
+            end = T0 + n * 20 * MINUTE
+            for order in ORDERS:
+                records = await s.query(1, keys=["f"], start_ms=T0, end_ms=end, limit=100, order=order)
+                got = [r.values["f"] for r in records]
+                assert bits(got) == bits(want_f if order == "asc" else want_f[::-1])
+                records = await s.query(1, keys=["i"], start_ms=T0, end_ms=end, limit=100, order=order)
+                assert bits(r.values["i"] for r in records) == bits(ints if order == "asc" else ints[::-1])
+            for func in ("min", "max", "first", "last", "sum", "mean"):
+                buckets = await s.aggregate(1, "f", func, start_ms=T0, end_ms=end, window_ms=20 * MINUTE)
+                assert bits(b.value for b in buckets) == bits(want_f), func
+            for func in ("min", "max", "first", "last", "sum"):
+                buckets = await s.aggregate(1, "i", func, start_ms=T0, end_ms=end, window_ms=20 * MINUTE)
+                assert bits(b.value for b in buckets) == bits(ints), func
+
+        run(store, body)
+
     def test_a_key_may_change_type_between_points(self, store: TimeseriesStore) -> None:
         seq: list[Value] = [50, 50.0, "n/a", True, {"v": 50}, 51]
 

@@ -173,7 +173,7 @@ def check_value(value: Any, field: str) -> Value:
     t = type(value)
     if t is float:
         if math.isfinite(value):
-            return value  # type: ignore[no-any-return]
+            return value + 0.0  # type: ignore[no-any-return]  # -0.0 is kept as 0.0, as the store does
         raise ValidationFailed(field, "Numbers must be finite")
     if t is int:
         if INT64_MIN <= value <= INT64_MAX:

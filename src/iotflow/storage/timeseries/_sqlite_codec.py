@@ -68,7 +68,7 @@ def encode(value: object) -> Encoded:
 def _finite(value: float) -> float:
     if not math.isfinite(value):
         raise ValueError(f"non-finite float cannot be stored: {value!r}")
-    return value
+    return value + 0.0  # -0.0 is stored as 0.0 (reads pass REALs through text, which drops the sign)
 
 
 def _int64(value: int) -> int:
