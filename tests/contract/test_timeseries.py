@@ -32,6 +32,7 @@ from iotflow.storage.timeseries.base import (
     Value,
 )
 from iotflow.storage.timeseries.sqlite import SqliteTimeseriesStore
+from iotflow.timeutil import format_ts
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
@@ -89,6 +90,9 @@ def typed(value: Any) -> Any:
 
 
 def typed_records(records: Iterable[Record]) -> list[tuple[int, dict[str, Any]]]:
+    records = list(records)
+    for r in records:  # a store may hand over the timestamp already formatted: exactly as the API does
+        assert r.timestamp is None or r.timestamp == format_ts(r.ts_ms), r
     return [(r.ts_ms, {k: typed(v) for k, v in r.values.items()}) for r in records]
 
 
@@ -450,7 +454,7 @@ class TestTimeseriesStoreContract:
             newest = await s.query(1, start_ms=FAR_PAST, end_ms=FAR_FUTURE, limit=1)
             assert newest[0].ts_ms == max(p.ts_ms for p in points if p.device_id == 1)
             both = await s.query(1, start_ms=start, end_ms=start, limit=5)
-            assert both == [Record(start, {"a": 0.0, "b": 0})]
+            assert [(r.ts_ms, r.values) for r in both] == [(start, {"a": 0.0, "b": 0})]
 
         run(store, body)
 

@@ -37,7 +37,7 @@ class Ingested(NamedTuple):
 
 
 def record_dict(record: Record) -> dict[str, Any]:
-    return {"timestamp": format_ts(record.ts_ms), **record.values}
+    return {"timestamp": record.timestamp or format_ts(record.ts_ms), **record.values}
 
 
 def latest_dict(latest: dict[str, LatestValue]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -37,6 +37,9 @@ class Record(NamedTuple):
 
     ts_ms: int
     values: dict[str, Value]
+    # ``ts_ms`` already in the API's ISO 8601 form, when the store formatted it while reading
+    # (the SQLite store does, off the event loop); None otherwise.
+    timestamp: str | None = None
 
 
 class LatestValue(NamedTuple):
