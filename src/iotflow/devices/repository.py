@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, delete, func, or_, select, update
+from sqlalchemy import Select, Table, bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from iotflow.errors import Conflict
 from iotflow.storage.models import Device, DeviceConfiguration
+
+_devices = cast(Table, Device.__table__)
+# last_seen only ever moves forward (a late flush must not undo a newer one).
+_TOUCH = (
+    update(_devices)
+    .where(
+        _devices.c.id == bindparam("b_id"),
+        or_(_devices.c.last_seen.is_(None), _devices.c.last_seen < bindparam("b_ts")),
+    )
+    .values(last_seen=bindparam("b_ts"))
+)
 
 
 def _apply_filter(stmt: Select[Any], f: Mapping[str, Any]) -> Select[Any]:
@@ -102,12 +113,8 @@ class DeviceRepository:
     async def touch_many(self, seen: Mapping[int, int], reported: Mapping[int, dict[str, Any]]) -> None:
         """Coalesced write of last_seen times and reported attributes (one transaction)."""
         async with self._sessions() as s, s.begin():
-            for device_id, ts in seen.items():
-                await s.execute(
-                    update(Device)
-                    .where(Device.id == device_id, or_(Device.last_seen.is_(None), Device.last_seen < ts))
-                    .values(last_seen=ts)
-                )
+            if seen:  # one executemany: a statement per device cost ~0.2 ms of event loop each
+                await s.execute(_TOUCH, [{"b_id": i, "b_ts": ts} for i, ts in seen.items()])
             for device_id, attrs in reported.items():
                 device = await s.get(Device, device_id)
                 if device is not None:
