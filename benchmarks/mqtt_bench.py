@@ -360,7 +360,7 @@ def mosquitto() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
             f"persistence_location {tmp}/\n"
             "max_queued_messages 1000000\n"
             "max_queued_bytes 0\n"
-            "max_inflight_messages 100\n"
+            "max_inflight_messages 256\n"
             f"log_dest file {tmp}/mosquitto.log\n"
         )
         proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
