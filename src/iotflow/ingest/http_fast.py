@@ -8,6 +8,10 @@ exactly what their framework handlers do, with the same shared pieces:
     rate limit (telemetry rule) → body (size limit, content type, JSON) → API key → device active
     → ``TelemetryService.ingest`` (parse, pipeline, 201 only after commit) → the same JSON answer
 
+It also answers ``GET /api/v1/telemetry/{id}/latest`` (no query string) for a device reading its own
+latest values with its key — the commonest dashboard poll — and hands every other case of that
+route to the framework handler (see :meth:`FastIngest._latest`).
+
 Errors are rendered from the same :class:`~iotflow.errors.IoTFlowError` bodies. The framework
 handlers stay registered: they document the routes in OpenAPI and serve them when
 ``IOTFLOW_HTTP_FASTPATH=false``; the test suite runs the telemetry tests both ways.
@@ -26,6 +30,7 @@ from iotflow.auth.guards import device_of_key
 from iotflow.errors import IoTFlowError, PayloadTooLarge
 from iotflow.http import check_json_content_type, decode_json
 from iotflow.ratelimit.service import SCOPE_KEY
+from iotflow.telemetry.service import latest_answer
 from iotflow.timeutil import format_ts
 
 if TYPE_CHECKING:
@@ -39,7 +44,21 @@ ROUTES = {
     "/api/v1/devices/telemetry": "Telemetry data received successfully",
     "/api/v1/telemetry": "Telemetry data stored successfully",
 }
+LATEST_TEMPLATE = "/api/v1/telemetry/{device_id:int}/latest"  # the framework's template of the route
+_LATEST_PREFIX = "/api/v1/telemetry/"
+_LATEST_SUFFIX = "/latest"
 _encode = msgspec.json.Encoder().encode
+
+
+def _latest_device(scope: Scope) -> int | None:
+    """The device id of ``GET /api/v1/telemetry/<id>/latest`` without a query string, else None."""
+    path: str = scope["path"]
+    if scope["query_string"] or not (path.startswith(_LATEST_PREFIX) and path.endswith(_LATEST_SUFFIX)):
+        return None
+    digits = path[len(_LATEST_PREFIX) : -len(_LATEST_SUFFIX)]
+    if not digits.isascii() or not digits.isdigit() or len(digits) > 18 or digits.startswith("0"):
+        return None
+    return int(digits)
 
 
 class _ClientGone(Exception):
@@ -51,12 +70,55 @@ class FastIngest:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == ScopeType.HTTP and scope["method"] == "POST":
-            message = ROUTES.get(scope["path"])
-            if message is not None:
-                await self._ingest(scope, receive, send, message)
-                return
+        if scope["type"] == ScopeType.HTTP:
+            method = scope["method"]
+            if method == "POST":
+                message = ROUTES.get(scope["path"])
+                if message is not None:
+                    await self._ingest(scope, receive, send, message)
+                    return
+            elif method == "GET":
+                device_id = _latest_device(scope)
+                if device_id is not None and await self._latest(scope, send, device_id):
+                    return
         await self.app(scope, receive, send)
+
+    async def _latest(self, scope: Scope, send: Send, device_id: int) -> bool:
+        """A device reading its own latest values with its key, and nothing else; False: not taken.
+
+        Every other case (a user or admin token, a wrong key, another device, a missing device, no data)
+        goes to the framework handler, which gives the same answers and all the errors. The rate limit
+        is counted only once the request is taken, so a request handed on is never counted twice."""
+        state: Any = scope
+        api_key = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                return False  # it takes precedence over X-API-Key: the framework decides
+            if name == b"x-api-key":
+                api_key = value.decode("latin-1").strip()
+        if not api_key:
+            return False
+        rt: Runtime = state["litestar_app"].state.runtime
+        auth = await rt.devices.authenticate(api_key)
+        if auth is None or auth.id != device_id:
+            return False
+        device = await rt.devices.get_recent(device_id)
+        if device is None:
+            return False
+        values = await rt.telemetry.latest(device_id)
+        if not values:
+            return False
+        state["path_template"] = LATEST_TEMPLATE  # for the metrics layer around this one
+        limits = rt.limits
+        if limits.enabled:
+            rule = limits.rule_for("GET", LATEST_TEMPLATE)
+            try:
+                state[SCOPE_KEY] = await limits.hit(rule, limits.identity(rule, scope))
+            except IoTFlowError as exc:
+                await _respond(send, exc.status_code, exc.body(), exc.headers)
+                return True
+        await _respond(send, 200, latest_answer(device_id, device.name, device.device_type, values), None)
+        return True
 
     async def _ingest(self, scope: Scope, receive: Receive, send: Send, message: str) -> None:
         state: Any = scope

@@ -15,7 +15,7 @@ from iotflow.http import json_body, query_bool, query_int, query_keys, query_str
 from iotflow.storage.models import Device
 from iotflow.telemetry.service import (
     FILL_MODES,
-    latest_dict,
+    latest_answer,
     normalise_aggregation,
     record_dict,
 )
@@ -188,15 +188,7 @@ async def latest(request: Req, device_id: int) -> dict[str, Any]:
             title="No telemetry data found",
             extra={"device_id": device_id},
         )
-    record, keys = latest_dict(values)
-    return {
-        "device_id": device_id,
-        "device_name": device.name,
-        "device_type": device.device_type,
-        "latest_data": record,
-        "data": record,
-        "keys": keys,
-    }
+    return latest_answer(device_id, device.name, device.device_type, values)
 
 
 def _window(request: Req) -> int:

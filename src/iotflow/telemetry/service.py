@@ -57,6 +57,21 @@ def latest_dict(latest: dict[str, LatestValue]) -> tuple[dict[str, Any], dict[st
     return record, keys
 
 
+def latest_answer(
+    device_id: int, name: str, device_type: str, latest: dict[str, LatestValue]
+) -> dict[str, Any]:
+    """The body of GET /telemetry/{id}/latest (``latest`` not empty)."""
+    record, keys = latest_dict(latest)
+    return {
+        "device_id": device_id,
+        "device_name": name,
+        "device_type": device_type,
+        "latest_data": record,
+        "data": record,
+        "keys": keys,
+    }
+
+
 def normalise_aggregation(name: str) -> AggregateFunc:
     func = AGGREGATION_ALIASES.get(name.lower(), name.lower())
     if func not in AGGREGATE_FUNCS:

@@ -1,0 +1,120 @@
+"""GET /telemetry/{id}/latest: the fast path answers exactly as the framework handler does.
+
+Two servers, one with the HTTP fast path (the default) and one without, get the same devices, the
+same data and the same requests; every answer (status, body, rate-limit headers) must be the same.
+The read rule allows 5 requests a minute per credential, so the rate limit is part of the comparison:
+a request the fast path hands on to the framework must not be counted twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from iotflow.ingest.http_fast import _latest_device
+from tests.conftest import ADMIN, HIGH_RATE_LIMITS
+from tests.server import Server
+
+READS_PER_MINUTE = 5
+LIMITS = {**HIGH_RATE_LIMITS, "IOTFLOW_RATE_LIMIT_PER_MINUTE": str(READS_PER_MINUTE)}
+T0_MS = 1751466600000
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
+    fast = Server(tmp_path_factory.mktemp("fast"), **LIMITS).start()
+    framework = Server(tmp_path_factory.mktemp("framework"), IOTFLOW_HTTP_FASTPATH="false", **LIMITS).start()
+    try:
+        yield fast, framework
+    finally:
+        fast.stop()
+        framework.stop()
+    for srv in (fast, framework):
+        assert "Traceback" not in srv.log(), srv.log()
+
+
+def _setup(srv: Server) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Device A with two readings, device B without data (same names, so the same ids, on both)."""
+    with srv.client() as api:
+        a, b = (
+            api.post("/api/v1/devices/register", json={"name": name, "device_type": "sensor"}).json()[
+                "device"
+            ]
+            for name in ("latest-a", "latest-b")
+        )
+        readings: tuple[dict[str, Any], ...] = (
+            {"temp": 20.5, "hum": 40},
+            {"temp": {"value": 21.25, "unit": "°C"}},
+        )
+        for i, data in enumerate(readings):
+            r = api.post(
+                "/api/v1/devices/telemetry",
+                json={"data": data, "timestamp": T0_MS + i * 1000},
+                headers={"X-API-Key": a["api_key"]},
+            )
+            assert r.status_code == 201, r.text
+    return a, b
+
+
+def _answer(r: httpx.Response) -> tuple[int, Any, dict[str, str]]:
+    limit_headers = {k: v for k, v in r.headers.items() if k.startswith("x-ratelimit") or k == "retry-after"}
+    limit_headers.pop("x-ratelimit-reset", None)  # a time: may differ by a second between the servers
+    limit_headers.pop("retry-after", None)
+    return r.status_code, r.json(), limit_headers
+
+
+def test_every_answer_is_the_frameworks(servers: tuple[Server, Server]) -> None:
+    fast, framework = servers
+    answers: list[list[tuple[int, Any, dict[str, str]]]] = []
+    for srv in (fast, framework):
+        a, b = _setup(srv)
+        key_a, key_b = {"X-API-Key": a["api_key"]}, {"X-API-Key": b["api_key"]}
+        requests: list[tuple[str, dict[str, str]]] = [
+            (f"/api/v1/telemetry/{a['id']}/latest", key_a),  # taken by the fast path
+            (f"/api/v1/telemetry/{a['id']}/latest?keys=temp", key_a),  # a query string: the framework
+            (f"/api/v1/telemetry/{b['id']}/latest", key_b),  # no data: 404
+            (f"/api/v1/telemetry/{a['id']}/latest", key_b),  # another device's key: 403
+            (f"/api/v1/telemetry/{a['id']}/latest", {"X-API-Key": "not-a-key"}),  # 401
+            (f"/api/v1/telemetry/{a['id']}/latest", ADMIN),  # admin: the framework
+            (f"/api/v1/telemetry/{a['id']}/latest", {**key_a, **ADMIN}),  # Authorization wins
+            (f"/api/v1/telemetry/{a['id'] + 1000}/latest", ADMIN),  # no such device: 404
+        ]
+        # A's key has made 2 counted reads; 3 more pass, then 429 (also from the fast path).
+        requests += [(f"/api/v1/telemetry/{a['id']}/latest", key_a)] * (READS_PER_MINUTE - 2 + 2)
+        with srv.client() as api:
+            answers.append([_answer(api.get(path, headers=headers)) for path, headers in requests])
+    got_fast, got_framework = answers
+    assert got_fast == got_framework
+    statuses = [status for status, _, _ in got_fast]
+    assert statuses == [200, 200, 404, 403, 401, 200, 200, 404, 200, 200, 200, 429, 429]
+    _, body, _ = got_fast[0]
+    assert body["keys"] == {
+        "hum": {"value": 40, "timestamp": "2025-07-02T14:30:00.000Z"},
+        "temp": {"value": 21.25, "timestamp": "2025-07-02T14:30:01.000Z", "unit": "°C"},
+    }
+    assert (
+        body["latest_data"]
+        == body["data"]
+        == {"timestamp": "2025-07-02T14:30:01.000Z", "hum": 40, "temp": 21.25}
+    )
+    assert got_fast[-1][2]["x-ratelimit-remaining"] == "0"
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "device_id"),
+    [
+        ("/api/v1/telemetry/12/latest", b"", 12),
+        ("/api/v1/telemetry/12/latest", b"keys=temp", None),
+        ("/api/v1/telemetry/012/latest", b"", None),
+        ("/api/v1/telemetry/-1/latest", b"", None),
+        ("/api/v1/telemetry/abc/latest", b"", None),
+        ("/api/v1/telemetry/12/latest/", b"", None),
+        ("/api/v1/telemetry/\u0661\u0662/latest", b"", None),
+        ("/api/v1/telemetry/12", b"", None),
+    ],
+)
+def test_which_requests_the_fast_path_considers(path: str, query: bytes, device_id: int | None) -> None:
+    assert _latest_device({"path": path, "query_string": query}) == device_id  # type: ignore[typeddict-item]
