@@ -6,11 +6,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 
-from tests.server import Server
+from tests.server import ADMIN_TOKEN, Server
 
 
 def iotflow(
@@ -134,3 +135,35 @@ def test_bench_outside_a_source_checkout_says_where_to_run_it(tmp_path: Path) ->
     assert out.returncode == 1
     assert out.stdout == ""
     assert out.stderr.count("\n") == 1 and "benchmarks/" in out.stderr and "--source" in out.stderr
+
+
+def test_a_device_deleted_by_the_cli_leaves_the_servers_telemetry_reads(tmp_path: Path) -> None:
+    """The server keeps each device a read checks for 2 s and then reads it again in the background,
+    so a change made by another process (here the CLI) shows within about 2 s and one read."""
+    srv = Server(tmp_path).start()
+    admin = {"Authorization": f"admin {ADMIN_TOKEN}"}
+    try:
+        with srv.client() as c:
+            r = c.post("/api/v1/devices/register", json={"name": "short-lived", "device_type": "sensor"})
+            device = r.json()["device"]
+            latest = f"/api/v1/telemetry/{device['id']}/latest"
+            r = c.post(
+                "/api/v1/devices/telemetry", json={"data": {"t": 1}}, headers={"X-API-Key": device["api_key"]}
+            )
+            assert r.status_code == 201
+            assert c.get(latest, headers=admin).status_code == 200
+            out = iotflow(tmp_path, "devices", "delete", str(device["id"]), "--yes")
+            assert out.returncode == 0, out.stderr
+            deleted_at = time.monotonic()
+            statuses = []
+            while time.monotonic() - deleted_at < 10:
+                statuses.append(c.get(latest, headers=admin).status_code)
+                if statuses[-1] == 404:
+                    break
+                time.sleep(0.1)
+            gone_after = time.monotonic() - deleted_at
+        assert statuses[-1] == 404, statuses
+        assert set(statuses[:-1]) <= {200}  # the copy answered until then, never an error
+        assert gone_after < 3.0, gone_after
+    finally:
+        srv.stop()

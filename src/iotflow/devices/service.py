@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,8 +21,11 @@ from iotflow.timeutil import now_ms
 from iotflow.validation import opt_float, opt_str, req_str
 
 MAX_ID = 2**63 - 1  # ids beyond a 64-bit integer cannot exist: 404 without asking the database
-RECENT_S = 2.0  # how long get_recent() keeps a device
+RECENT_S = 2.0  # a telemetry read's copy of a device is read again once it is older than this
+RECENT_STALE_S = 60.0  # ...in the background, while reads go on using it up to this age
 RECENT_MAX = 10_000
+
+log = logging.getLogger(__name__)
 
 EDITABLE_TEXT = {
     "name": (1, 100),
@@ -97,9 +102,12 @@ class DeviceService:
         self._key_hooks: list[Callable[[int, str], Awaitable[None]]] = []
         self._status_hooks: list[Callable[[int, str], Awaitable[None]]] = []
         self._key_length = key_length
-        # device id → (valid until, device): the device as telemetry reads check it (owner, status,
-        # name), kept a moment so a dashboard's reads do not each query the database
+        # device id → (read at, device): the device as telemetry reads check it (owner, status,
+        # name), kept so that a dashboard's reads do not each query the database (get_recent)
         self._recent: dict[int, tuple[float, Device]] = {}
+        self._recent_changes = 0  # bumped by every change: a read that overlapped one keeps no copy
+        self._refreshing: dict[int, asyncio.Task[None]] = {}
+        self._closed = False
 
     # ----- keys ------------------------------------------------------------------------------------
 
@@ -125,7 +133,7 @@ class DeviceService:
         )
         if device is None:
             raise NotFound(f"Device {device_id} not found", title="Device not found")
-        self._recent.pop(device_id, None)
+        self._forget_recent(device_id)
         await self._cache.forget_device(device_id)
         await self._revoked(device_id)
         await self._key_set(device_id, api_key)
@@ -169,19 +177,58 @@ class DeviceService:
         return device
 
     async def get_recent(self, device_id: int) -> Device:
-        """The device as read at most ``RECENT_S`` ago, for telemetry reads (who may read, its name).
+        """The device as read at most ``RECENT_S`` ago (plus one background read), for telemetry reads.
 
-        Every change made through this service (update, status, key, delete) forgets the copy at once;
-        only what the service does not change itself (``last_seen``) may be that old."""
+        Every change made through this service (update, status, key, delete) forgets the copy at
+        once, and a read that overlapped a change keeps nothing. A copy older than ``RECENT_S`` is
+        still answered while a background task reads the device again (a request never waits for the
+        database once its device is known), so what changes elsewhere (``last_seen``, another
+        process) shows after ``RECENT_S`` and one read; a copy older than ``RECENT_STALE_S`` is not
+        used."""
         hit = self._recent.get(device_id)
-        now = time.monotonic()
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        if hit is not None:
+            age = time.monotonic() - hit[0]
+            if age < RECENT_S:
+                return hit[1]
+            if age < RECENT_STALE_S and not self._closed:
+                if device_id not in self._refreshing:
+                    self._refreshing[device_id] = asyncio.get_running_loop().create_task(
+                        self._refresh(device_id)
+                    )
+                return hit[1]
+        return await self._read_recent(device_id)
+
+    async def _read_recent(self, device_id: int) -> Device:
+        changes, read_at = self._recent_changes, time.monotonic()
         device = await self.get(device_id)
-        if len(self._recent) >= RECENT_MAX:
-            self._recent.clear()
-        self._recent[device_id] = (now + RECENT_S, device)
+        if changes == self._recent_changes:
+            if len(self._recent) >= RECENT_MAX:
+                self._recent.clear()
+            self._recent[device_id] = (read_at, device)
         return device
+
+    async def _refresh(self, device_id: int) -> None:
+        try:
+            await self._read_recent(device_id)
+        except NotFound:
+            self._recent.pop(device_id, None)
+        except Exception as exc:  # the database is in trouble: the next read asks it itself
+            log.warning("reading device %s again failed: %s", device_id, exc)
+            self._recent.pop(device_id, None)
+        finally:
+            self._refreshing.pop(device_id, None)
+
+    def _forget_recent(self, device_id: int) -> None:
+        self._recent.pop(device_id, None)
+        self._recent_changes += 1
+
+    async def close(self) -> None:
+        """Stop the background reads (the runtime closes the service before the database)."""
+        self._closed = True
+        tasks = list(self._refreshing.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def update(self, device_id: int, body: dict[str, Any]) -> Device:
         current = await self.get(device_id)
@@ -194,7 +241,7 @@ class DeviceService:
             raise BadRequest("Nothing to update: send at least one editable field", title="No changes")
         values["updated_at"] = now_ms()
         device = await self.repo.update(device_id, values)
-        self._recent.pop(device_id, None)
+        self._forget_recent(device_id)
         if device is None:
             raise NotFound(f"Device {device_id} not found", title="Device not found")
         if device.status != current.status or device.name != current.name:
@@ -247,7 +294,7 @@ class DeviceService:
     async def delete(self, device_id: int) -> tuple[Device, int]:
         device = await self.get(device_id)
         await self.repo.delete(device_id)
-        self._recent.pop(device_id, None)
+        self._forget_recent(device_id)
         await self._cache.forget_device(device_id)
         # Sessions end before the points go: deleting them can take seconds, and nothing the device
         # sends meanwhile may be stored after them.
