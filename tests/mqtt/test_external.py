@@ -381,6 +381,50 @@ def test_alerts_are_published_on_the_system_topic(setup: Setup, api: httpx.Clien
 # ----- crash safety ---------------------------------------------------------------------------------------
 
 
+def test_bursts_are_acknowledged_so_the_broker_sends_nothing_again(tmp_path: Path) -> None:
+    """Fast-path bursts are acknowledged with one write of all their PUBACKs: after IoTFlow stops and
+    starts again on the same persistent session, the broker has nothing left to send it."""
+    broker = Mosquitto(tmp_path / "mosquitto")
+    server = _iotflow(tmp_path / "iotflow", broker, f"iotflow-acks-{next(_ids)}").start()
+    dev: Device | None = None
+    total = 2000
+
+    def metrics(api: httpx.Client) -> dict[str, Any]:
+        return api.get("/api/v1/mqtt/monitoring/metrics", headers=ADMIN).json()["metrics"]  # type: ignore[no-any-return]
+
+    try:
+        with server.client() as api:
+            device = _register(api)
+            dev = Device(broker.port, device, inflight=100)
+            dev.publish("telemetry", dev.payload(v=-1))  # proves the key: the rest takes the fast path
+            assert _until(lambda: _points(api, device, "v") == 1)
+            infos = [
+                dev.client.publish(
+                    f"{dev.base}/telemetry", dev.payload(v=i, timestamp=1_700_000_000_000 + i), qos=1
+                )
+                for i in range(total)
+            ]
+            for info in infos:
+                info.wait_for_publish(30)
+            assert _until(lambda: _points(api, device, "v") == total + 1, 30)
+            assert metrics(api)["broker"]["fast_path"] >= total - 100
+            assert metrics(api)["broker"]["not_acknowledged"] == 0
+            time.sleep(0.5)  # the last PUBACKs leave the network thread
+        server.stop()
+        server.start()
+        with server.client() as api:
+            assert _until(lambda: metrics(api)["broker"]["connected"], 10)
+            time.sleep(1.0)  # what the broker still held for the session would arrive now
+            received = metrics(api)["messages"]["received"]
+            assert received == 0, f"the broker sent {received} messages again"
+            assert _points(api, device, "v") == total + 1
+    finally:
+        if dev is not None:
+            dev.close()
+        server.stop()
+        broker.stop()
+
+
 def test_kill9_loses_nothing_the_broker_accepted(tmp_path: Path) -> None:
     """IoTFlow is killed with SIGKILL while a device publishes QoS 1 at full speed: after a restart,
     every message the broker acknowledged to the device is stored exactly once."""

@@ -44,12 +44,14 @@ import itertools
 import json
 import logging
 import socket
+import struct
 import threading
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import paho.mqtt.client as paho
+from paho.mqtt.client import PUBACK
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
 from iotflow.cache.base import DeviceAuth
@@ -79,6 +81,7 @@ FILTERS = (
     "iotflow/devices/+/commands/ack",
     "iotflow/lwt/devices/+",
 )
+_PUBACK = struct.Struct("!BBH")  # an MQTT PUBACK: type, remaining length 2, packet id
 WINDOW = 256  # messages handled at once (QoS 1 is also bounded by the broker's in-flight limit)
 KEEPALIVE_S = 60
 CONNECT_WAIT_S = 10.0  # how long start() waits for the first CONNACK
@@ -365,6 +368,7 @@ class ExternalTransport:
             self.fast_path += len(ready)
             seen: set[int] = set()
             size = 0
+            pubacks: list[tuple[int, int]] = []
             for r in ready:
                 _topic, payload, qos, mid, generation = r.item
                 size += len(payload)
@@ -375,8 +379,11 @@ class ExternalTransport:
                     rt.telemetry.committed(r.device, r.messages, now)
                     if not was_connected:  # back (after status/offline or its last will)
                         self._deliver_when_back(device_id)
-                if qos > 0:
+                if qos == 1:
+                    pubacks.append((mid, generation))
+                elif qos > 0:
                     self._ack(mid, qos, generation)
+            self._puback_all(pubacks)
             self.stats.messages("telemetry", len(ready), size, now)
             self.stats.stored("telemetry", len(points), messages=len(ready))
             rt.metrics.telemetry_received("mqtt", len(points), messages=len(ready))
@@ -441,6 +448,27 @@ class ExternalTransport:
             return  # revoked while the key was being checked
         if auth is not None and auth.id == device_id and auth.status == "active":
             self._trusted[device_id] = (auth, time.monotonic() + TRUST_S)
+
+    def _puback_all(self, acks: list[tuple[int, int]]) -> None:
+        """PUBACK each (mid, generation) of a burst, all in one write to the broker.
+
+        ``client.ack`` queues one 4-byte packet and wakes the network thread for each message (a
+        write to paho's wake-up socket, a ``select`` return and a ``send`` every time). The PUBACKs of
+        a burst go out as one stream of frames through the same queue instead, with one wake-up."""
+        client = self._client
+        queue = getattr(client, "_packet_queue", None)
+        if len(acks) < 2 or queue is None:  # (paho without that method: one by one)
+            for mid, generation in acks:
+                self._ack(mid, 1, generation)
+            return
+        if client is None or not self._connected:
+            self.not_acknowledged += len(acks)
+            return
+        current = [mid for mid, generation in acks if generation == self._generation]
+        self.not_acknowledged += len(acks) - len(current)
+        if current:
+            frames = b"".join(_PUBACK.pack(PUBACK, 2, mid) for mid in current)
+            queue(PUBACK, frames, current[-1], 1)
 
     def _ack(self, mid: int, qos: int, generation: int) -> None:
         client = self._client
