@@ -313,7 +313,7 @@ def devices_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSO
 
 @devices_app.command("rotate-key")
 def devices_rotate(device_id: int) -> None:
-    """Issue a new API key for a device; the old key stops working at once."""
+    """Issue a new API key for a device; the old key stops working (within 5 s on a running server)."""
 
     async def action(rt: Any) -> str:
         _, key = await rt.devices.rotate_key(device_id)

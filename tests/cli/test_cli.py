@@ -167,3 +167,37 @@ def test_a_device_deleted_by_the_cli_leaves_the_servers_telemetry_reads(tmp_path
         assert gone_after < 3.0, gone_after
     finally:
         srv.stop()
+
+
+def test_a_key_rotated_by_the_cli_stops_working_on_a_running_server(tmp_path: Path) -> None:
+    """The server confirms a cached API key with the database every 5 s: a key rotated by another
+    process stops working within about 5 s and one request; the new key works at once."""
+    srv = Server(tmp_path).start()
+    try:
+        with srv.client() as c:
+            r = c.post("/api/v1/devices/register", json={"name": "rotated", "device_type": "sensor"})
+            device = r.json()["device"]
+
+            def post(key: str) -> int:
+                r = c.post("/api/v1/devices/telemetry", json={"data": {"t": 1}}, headers={"X-API-Key": key})
+                return r.status_code
+
+            assert post(device["api_key"]) == 201
+            out = iotflow(tmp_path, "devices", "rotate-key", str(device["id"]))
+            assert out.returncode == 0, out.stderr
+            new_key = out.stdout.split("api key:")[1].strip()
+            rotated_at = time.monotonic()
+            assert post(new_key) == 201
+            statuses = []
+            while time.monotonic() - rotated_at < 15:
+                statuses.append(post(device["api_key"]))
+                if statuses[-1] == 401:
+                    break
+                time.sleep(0.2)
+            refused_after = time.monotonic() - rotated_at
+            assert post(new_key) == 201
+        assert statuses[-1] == 401, statuses
+        assert set(statuses[:-1]) <= {201}
+        assert refused_after < 7.0, refused_after
+    finally:
+        srv.stop()
