@@ -47,6 +47,10 @@ FACTORIES: dict[str, Callable[[Path], TimeseriesStore]] = {
     # One-hour chunks and a small write head, so that tests cross many chunks and hold both
     # compacted points and points still in the head.
     "sqlite": lambda tmp: SqliteTimeseriesStore(str(tmp / "telemetry.db"), chunk_ms=HOUR, head_rows=64),
+    # The same store reading row by row, as it does where SQLite cannot print REALs exactly.
+    "sqlite-rows": lambda tmp: SqliteTimeseriesStore(
+        str(tmp / "telemetry.db"), chunk_ms=HOUR, head_rows=64, packed_reads=False
+    ),
 }
 
 Body = Callable[[TimeseriesStore], Awaitable[Any]]
@@ -240,6 +244,21 @@ class TestTimeseriesStoreContract:
             for func in ("min", "max", "first", "last", "sum"):
                 buckets = await s.aggregate(1, "i", func, start_ms=T0, end_ms=end, window_ms=20 * MINUTE)
                 assert bits(b.value for b in buckets) == bits(ints), func
+
+        run(store, body)
+
+    def test_sums_beyond_the_largest_double_are_infinite(self, store: TimeseriesStore) -> None:
+        """Finite values can add up to infinity (the API shows it as null): no error."""
+        points = [Point(1, "big", T0 + i * MINUTE, v) for i, v in enumerate([1e308, 1e308, -1e308, -1e308])]
+
+        async def body(s: TimeseriesStore) -> None:
+            await s.write_batch(points)
+            end = T0 + 4 * MINUTE
+            for func, want in (("sum", [math.inf, -math.inf]), ("mean", [math.inf, -math.inf])):
+                buckets = await s.aggregate(1, "big", func, start_ms=T0, end_ms=end, window_ms=2 * MINUTE)
+                assert [b.value for b in buckets] == want, func
+            (whole,) = await s.aggregate(1, "big", "max", start_ms=T0, end_ms=end, window_ms=None)
+            assert whole.value == 1e308 and whole.count == 4
 
         run(store, body)
 

@@ -94,18 +94,19 @@ class FastIngest:
         for name, value in scope["headers"]:
             if name == b"authorization":
                 return False  # it takes precedence over X-API-Key: the framework decides
-            if name == b"x-api-key":
+            if name == b"x-api-key" and api_key is None:  # the first one, as the framework reads it
                 api_key = value.decode("latin-1").strip()
         if not api_key:
             return False
         rt: Runtime = state["litestar_app"].state.runtime
-        auth = await rt.devices.authenticate(api_key)
-        if auth is None or auth.id != device_id:
+        try:
+            auth = await rt.devices.authenticate(api_key)
+            if auth is None or auth.id != device_id:
+                return False
+            device = await rt.devices.get_recent(device_id)
+            values = await rt.telemetry.latest(device_id)
+        except Exception:  # NotFound (deleted meanwhile), the database...: the framework answers
             return False
-        device = await rt.devices.get_recent(device_id)
-        if device is None:
-            return False
-        values = await rt.telemetry.latest(device_id)
         if not values:
             return False
         state["path_template"] = LATEST_TEMPLATE  # for the metrics layer around this one
@@ -145,10 +146,10 @@ class FastIngest:
         if limits.enabled:
             scope[SCOPE_KEY] = await limits.hit(limits.telemetry, limits.identity(limits.telemetry, scope))
         api_key = ctype = None
-        for name, value in scope["headers"]:
-            if name == b"x-api-key":
+        for name, value in scope["headers"]:  # the first of each, as the framework reads them
+            if name == b"x-api-key" and api_key is None:
                 api_key = value.decode("latin-1").strip()
-            elif name == b"content-type":
+            elif name == b"content-type" and ctype is None:
                 ctype = value.decode("latin-1")
         device = await device_of_key(rt.devices, api_key, active=True)
         raw = await _read_body(receive, rt.settings.max_body_bytes)

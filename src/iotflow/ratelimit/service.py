@@ -120,10 +120,10 @@ class RateLimits:
         if rule is self.registration:
             return "ip:" + _scope_ip(scope)
         api_key = authorization = None
-        for name, value in scope["headers"]:
-            if name == b"x-api-key":
+        for name, value in scope["headers"]:  # the first of each, as authentication reads them
+            if name == b"x-api-key" and api_key is None:
                 api_key = value.strip()
-            elif name == b"authorization":
+            elif name == b"authorization" and authorization is None:
                 authorization = value
         if authorization is not None and rule is self.default:
             scheme, _, token = authorization.decode("latin-1").strip().partition(" ")

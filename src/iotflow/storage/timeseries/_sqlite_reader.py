@@ -8,9 +8,12 @@ A series' points are in its compacted chunks plus ``head``, whose points are all
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import random
 import sqlite3
+import struct
 from collections.abc import Iterator, Sequence
 from itertools import repeat
 from typing import Any, NamedTuple
@@ -30,17 +33,38 @@ from iotflow.storage.timeseries.base import Bucket, LatestValue, Record, SeriesI
 
 
 class Layout(NamedTuple):
-    """The chunk tables visible to a read, and the chunk width."""
+    """The chunk tables visible to a read, the chunk width, and whether reads may pack their answer
+    into one row (see :func:`reals_round_trip`)."""
 
     chunks: tuple[int, ...]
     chunk_ms: int
+    packed: bool = True
 
 
-def layout(conn: sqlite3.Connection, chunk_ms: int) -> Layout:
+def layout(conn: sqlite3.Connection, chunk_ms: int, *, packed: bool = True) -> Layout:
     """The chunk tables visible in the connection's current read transaction."""
     names = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'ts%'")
     chunks = (parse_table(name) for (name,) in names)
-    return Layout(tuple(sorted(c for c in chunks if c is not None)), chunk_ms)
+    return Layout(tuple(sorted(c for c in chunks if c is not None)), chunk_ms, packed)
+
+
+def reals_round_trip() -> bool:
+    """Whether this SQLite prints a REAL with ``printf('%!.20e')`` so that it parses back to the same
+    double. Packed reads depend on it; SQLite before 3.43 builds those digits in ``long double``, exact
+    enough where that type is wider than a double (x86-64 Linux) but maybe not elsewhere."""
+    rnd = random.Random(20261122)
+    values = [struct.unpack("<d", struct.pack("<Q", rnd.getrandbits(64)))[0] for _ in range(2000)]
+    values += [0.1 + 0.2, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, 6.946799136492109e-301]
+    values = [v for v in values if math.isfinite(v)]
+    with contextlib.closing(sqlite3.connect(":memory:")) as conn:
+        rows = ", ".join("(?)" for _ in values)
+        (text,) = conn.execute(
+            f"SELECT group_concat({_real_text('column1')}) FROM (VALUES {rows})", values
+        ).fetchone()
+    try:
+        return bool(json.loads(f"[{text}]") == values)
+    except ValueError:
+        return False
 
 
 class _Series(NamedTuple):
@@ -60,13 +84,20 @@ class _Series(NamedTuple):
 Source = tuple[str, int, int]  # (table, lo, hi): read the series' points in [lo, hi] of this table
 Buckets = dict[int, tuple[float | int | None, int]]  # bucket number → (value, count)
 
+
 # A value as text for a packed read (see ``_fetch_packed``): an INTEGER prints exactly, a REAL with
 # 20 significant digits, which parse back to the very same double (checked over 400,000 random
 # doubles; SQLite's shorter default form does not always, and drops the sign of -0.0, which the
 # store never keeps).
-_V_TEXT = "CASE typeof(v) WHEN 'real' THEN printf('%!.20e', v) ELSE v END"
+def _real_text(e: str) -> str:
+    """SQL: the REAL ``e`` as JSON text with 20 significant digits; SQLite prints infinities as
+    ``Inf``, which JSON does not know: ``1e999`` parses back as one."""
+    return f"replace(printf('%!.20e', {e}), 'Inf', '1e999')"
+
+
+_V_TEXT = f"CASE typeof(v) WHEN 'real' THEN {_real_text('v')} ELSE v END"
 _TS_TEXT = "ifnull(strftime('%Y-%m-%dT%H:%M:%fZ', ts / 1000.0, 'unixepoch'), '')"
-_ENCODE = "WHEN 'real' THEN printf('%!.20e', {0}) WHEN 'null' THEN 'null' ELSE {0}"  # the same, in JSON
+_ENCODE = f"WHEN 'real' THEN {_real_text('{0}')} WHEN 'null' THEN 'null' ELSE {{0}}"  # the same, in JSON
 _MAX_TERMS = 128  # sources per packed statement (SQLite allows 500 terms in a compound SELECT)
 
 _NUMERIC = "t IS NULL AND typeof(v) IN ('integer', 'real')"
@@ -168,7 +199,7 @@ def _fetch(
     sources = _sources(layout, s, lo, hi)
     if desc:
         sources.reverse()
-    if s.types & ~(BIT_FLOAT | BIT_INT):  # some values need their type code: row by row
+    if s.types & ~(BIT_FLOAT | BIT_INT) or not layout.packed:  # type codes needed, or no exact text
         return _fetch_rows(conn, s.sid, sources, need, desc)
     out: list[Any] = []
     i, terms = 0, 2
@@ -383,7 +414,7 @@ def aggregate(
         sources = _sources(layout, s, start_ms, end_ms)
         if sources:
             segments = _segments(s, sources, start_ms, window_ms, grouped=func not in _STREAMED)
-            result = _aggregate(_Scan(conn, s, start_ms, window_ms, segments), func)
+            result = _aggregate(_Scan(conn, s, start_ms, window_ms, segments, layout.packed), func)
     if window_ms is None:
         value, n = result.get(0, (0 if func == "count" else None, 0))
         return [Bucket(start_ms, value, n)]
@@ -463,6 +494,7 @@ class _Scan(NamedTuple):
     start_ms: int
     window_ms: int | None
     segments: list[Segment]
+    packed: bool = True
 
     @property
     def _numeric_only(self) -> str:
@@ -476,8 +508,20 @@ class _Scan(NamedTuple):
         (one per ``_MAX_TERMS`` sources) that answers a single text, each bucket a JSON array, so
         the read steps a handful of times instead of once per bucket (see ``_fetch_packed``).
         """
-        packed = " || ',' || ".join(f"CASE typeof({e}) {_ENCODE.format(e)} END" for e in exprs)
         numeric, sid, start, w = self._numeric_only, self.series.sid, self.start_ms, self.window_ms or 1
+        if not self.packed:  # a query per segment (per bucket, or per source bucketed in SQL)
+            select, execute = ", ".join(exprs), self.conn.execute
+            for b, name, lo, hi in self.segments:
+                where = f"s = ? AND ts BETWEEN ? AND ?{numeric}"
+                if b is None:
+                    sql = f"SELECT (ts - ?) / ? AS b, {select} FROM {name} WHERE {where} GROUP BY b"
+                    yield from execute(sql, (start, w, sid, lo, hi))
+                else:
+                    row = execute(f"SELECT {select} FROM {name} WHERE {where}", (sid, lo, hi)).fetchone()
+                    if row[0]:
+                        yield (b, *row)
+            return
+        packed = " || ',' || ".join(f"CASE typeof({e}) {_ENCODE.format(e)} END" for e in exprs)
         row = f"'[' || {{}} || ',' || {packed} || ']'"  # one bucket's JSON array, {} its number
         terms: list[tuple[str, tuple[Any, ...]]] = []
         for b0, name, lo, hi, b1 in _runs(self.segments):

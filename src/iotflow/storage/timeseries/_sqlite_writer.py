@@ -287,7 +287,7 @@ class Writer:
             if sid is None:
                 sid = self._new_series(conn, device_id, key)
             if type(value) is float and value - value == 0.0:  # a finite float: the common case
-                t, bit = None, BIT_FLOAT
+                t, bit, value = None, BIT_FLOAT, value + 0.0  # (-0.0 is stored as 0.0, as encode does)
             else:
                 t, value, bit = encode(value)
             if type(ts) is not int:

@@ -29,6 +29,7 @@ Durability
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -50,6 +51,7 @@ from iotflow.storage.timeseries.base import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _READERS = 2
 _READER_CACHE_KIB = 32768
@@ -68,6 +70,7 @@ class SqliteTimeseriesStore:
         chunk_ms: int = 86_400_000,
         synchronous: str = "NORMAL",
         head_rows: int = 20_000,
+        packed_reads: bool | None = None,
     ) -> None:
         if chunk_ms <= 0 or head_rows <= 0:
             raise ValueError("chunk_ms and head_rows must be positive")
@@ -82,6 +85,8 @@ class SqliteTimeseriesStore:
         self._reader_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._state = "new"  # new → open → closed
+        # Reads answer in one packed row when this SQLite prints REALs exactly (None: find out at open)
+        self._packed = packed_reads
 
     @property
     def chunk_ms(self) -> int:
@@ -95,6 +100,10 @@ class SqliteTimeseriesStore:
             return
         if self._state == "closed":
             raise RuntimeError("time-series store is closed")
+        if self._packed is None:
+            self._packed = await asyncio.to_thread(reader.reals_round_trip)
+            if not self._packed:
+                log.warning("this SQLite does not print REALs exactly: time-series reads go row by row")
         self._write_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ts-writer")
         self._read_pool = ThreadPoolExecutor(max_workers=_READERS, thread_name_prefix="ts-reader")
         loop = asyncio.get_running_loop()
@@ -163,7 +172,7 @@ class SqliteTimeseriesStore:
             version = conn.execute("PRAGMA schema_version").fetchone()[0]
             cached_version, layout = local.layout
             if layout is None or cached_version != version:
-                layout = reader.layout(conn, self._writer.chunk_ms)
+                layout = reader.layout(conn, self._writer.chunk_ms, packed=bool(self._packed))
                 local.layout = (version, layout)
             return fn(conn, layout, *args)
         finally:
