@@ -96,6 +96,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         stack.push_async_callback(pipeline.stop)
 
         devices = DeviceService(repo, cache, store, presence, events, key_length=settings.api_key_length)
+        devices.start()
         stack.push_async_callback(devices.close)
         telemetry = TelemetryService(settings, store, cache, pipeline, devices, events)
         if not settings.secret_key:

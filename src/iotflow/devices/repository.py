@@ -71,6 +71,11 @@ class DeviceRepository:
                 await s.execute(select(Device).where(Device.api_key_hash == key_hash))
             ).scalar_one_or_none()
 
+    async def by_key_hashes(self, key_hashes: Sequence[str]) -> list[Device]:
+        async with self._sessions() as s:
+            stmt = select(Device).where(Device.api_key_hash.in_(key_hashes))
+            return list((await s.execute(stmt)).scalars().all())
+
     async def find(self, f: Mapping[str, Any], *, limit: int, offset: int) -> tuple[list[Device], int]:
         async with self._sessions() as s:
             total = (await s.execute(_apply_filter(select(func.count(Device.id)), f))).scalar_one()

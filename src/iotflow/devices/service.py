@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from iotflow.auth.apikeys import digests_match, generate_api_key, hash_api_key
+from iotflow.background import Periodic
 from iotflow.cache.base import Cache, DeviceAuth
 from iotflow.devices.presence import Presence
 from iotflow.devices.repository import DeviceRepository
@@ -24,7 +25,8 @@ MAX_ID = 2**63 - 1  # ids beyond a 64-bit integer cannot exist: 404 without aski
 RECENT_S = 2.0  # a telemetry read's copy of a device is read again once it is older than this
 RECENT_STALE_S = 60.0  # ...in the background, while reads go on using it up to this age
 RECENT_MAX = 10_000
-KEY_RECHECK_S = 5.0  # a cached API key is confirmed with the database again after this long
+KEY_RECHECK_S = 5.0  # how often cached API keys are checked against the database
+KEYS_SWEPT_MAX = 200_000
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +110,9 @@ class DeviceService:
         self._recent: dict[int, tuple[float, Device]] = {}
         self._recent_changes = 0  # bumped by every change: a read that overlapped one keeps no copy
         self._refreshing: dict[int, asyncio.Task[None]] = {}
-        # API key hash → when the database last confirmed it (authenticate)
-        self._keys_checked: dict[str, float] = {}
-        self._checking_keys: dict[str, asyncio.Task[None]] = {}
+        # API key hash → the device it named when it was cached (recheck_keys compares)
+        self._keys_cached: dict[str, DeviceAuth] = {}
+        self._key_sweep = Periodic("API key check", KEY_RECHECK_S, self.recheck_keys)
         self._closed = False
 
     # ----- keys ------------------------------------------------------------------------------------
@@ -121,42 +123,37 @@ class DeviceService:
         key_hash = hash_api_key(api_key)
         cached = await self._cache.get_device_auth(key_hash)
         if cached is not None:
-            checked = self._keys_checked.get(key_hash)
-            if checked is None or time.monotonic() - checked >= KEY_RECHECK_S:
-                self._recheck_key(key_hash, cached)
             return cached
-        return await self._load_key(key_hash)
-
-    async def _load_key(self, key_hash: str) -> DeviceAuth | None:
-        checked_at = time.monotonic()
         device = await self.repo.by_key_hash(key_hash)
         if device is None or not digests_match(device.api_key_hash, key_hash):
             return None
         auth = _auth_of(device)
         await self._cache.set_device_auth(key_hash, auth)
-        if len(self._keys_checked) >= RECENT_MAX:
-            self._keys_checked.clear()
-        self._keys_checked[key_hash] = checked_at
+        self._keys_cached[key_hash] = auth
+        while len(self._keys_cached) > KEYS_SWEPT_MAX:  # the oldest, as the cache drops them
+            del self._keys_cached[next(iter(self._keys_cached))]
         return auth
 
-    def _recheck_key(self, key_hash: str, cached: DeviceAuth) -> None:
-        """Look a cached key up again in the background: a key rotated, or a device deleted or changed,
-        by another process (the CLI) stops working, or changes, within ``KEY_RECHECK_S`` and a request."""
-        if self._closed or key_hash in self._checking_keys:
-            return
-        self._checking_keys[key_hash] = asyncio.get_running_loop().create_task(
-            self._recheck(key_hash, cached)
-        )
+    async def recheck_keys(self) -> None:
+        """Every ``KEY_RECHECK_S``: the cached API keys against the database, a query per 500.
 
-    async def _recheck(self, key_hash: str, cached: DeviceAuth) -> None:
-        try:
-            if await self._load_key(key_hash) is None:
-                self._keys_checked.pop(key_hash, None)
-                await self._cache.forget_device(cached.id)
-        except Exception as exc:  # the database is in trouble: try again with the next request
-            log.warning("checking an API key of device %s again failed: %s", cached.id, exc)
-        finally:
-            self._checking_keys.pop(key_hash, None)
+        A key rotated, or a device deleted or changed, by another process (the CLI) stops working,
+        or changes, within that time; changes made through this service act at once."""
+        hashes = list(self._keys_cached)
+        for first in range(0, len(hashes), 500):
+            chunk = hashes[first : first + 500]
+            found = {d.api_key_hash: d for d in await self.repo.by_key_hashes(chunk)}
+            for key_hash in chunk:
+                cached = self._keys_cached.get(key_hash)
+                if cached is None:
+                    continue
+                device = found.get(key_hash)
+                if device is None:  # rotated or deleted
+                    del self._keys_cached[key_hash]
+                    await self._cache.forget_device(cached.id)
+                elif (auth := _auth_of(device)) != cached:  # renamed, deactivated...
+                    self._keys_cached[key_hash] = auth
+                    await self._cache.set_device_auth(key_hash, auth)
 
     async def rotate_key(self, device_id: int) -> tuple[Device, str]:
         await self.get(device_id)
@@ -255,10 +252,15 @@ class DeviceService:
         self._recent.pop(device_id, None)
         self._recent_changes += 1
 
+    def start(self) -> None:
+        """Start the periodic API key check (see :meth:`recheck_keys`)."""
+        self._key_sweep.start()
+
     async def close(self) -> None:
-        """Stop the background reads (the runtime closes the service before the database)."""
+        """Stop the background work (the runtime closes the service before the database)."""
         self._closed = True
-        tasks = [*self._refreshing.values(), *self._checking_keys.values()]
+        await self._key_sweep.stop()
+        tasks = list(self._refreshing.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
