@@ -45,7 +45,14 @@ from typing import Any
 from benchmarks import pyload, wrk
 from benchmarks.loadgen import LoadResult, loadavg, progress
 from benchmarks.payloads import BATCH_ITEM_FORMAT, BATCH_KEYS, BATCH_PAYLOADS, TELEMETRY_PATH, Workload
-from benchmarks.servers import ADMIN_TOKEN, ServerProcess, http_json, iotflow_server, stored_points
+from benchmarks.servers import (
+    ADMIN_TOKEN,
+    ServerProcess,
+    http_json,
+    iotflow_server,
+    register_bulk,
+    stored_points,
+)
 
 P5_WHAT = "HTTP batched ingest (500 points per POST) with the store full vs empty"
 P7_WHAT = "telemetry store bytes on disk per stored point"
@@ -93,19 +100,6 @@ def config(quick: bool, tool: str, points: int | None = None) -> Config:
 
 
 # -- devices and payloads ----------------------------------------------------------------------
-
-
-def register_fleet(server: ServerProcess, count: int) -> list[tuple[int, str]]:
-    """``count`` sensors through the bulk endpoint (1,000 per request): their (id, API key)."""
-    fleet: list[tuple[int, str]] = []
-    while len(fleet) < count:
-        n = min(1000, count - len(fleet))
-        body = {"devices": [{"name": f"fleet-{len(fleet) + i}", "device_type": "sensor"} for i in range(n)]}
-        status, answer = http_json("POST", server.url + "/api/v1/devices/bulk", body, ADMIN, timeout=300)
-        if status != 201 or answer.get("errors"):
-            raise RuntimeError(f"bulk registration failed with {status}: {str(answer)[:500]}")
-        fleet.extend((int(d["id"]), str(d["api_key"])) for d in answer["created"])
-    return fleet
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,7 +416,7 @@ def _measure(cfg: Config, server: ServerProcess) -> tuple[dict[str, dict[str, An
     details: dict[str, Any] = {"config": {"points": cfg.points, "devices": cfg.devices, "tool": cfg.tool}}
     mem_start = memory_kib(server.pid)
     t0 = time.perf_counter()
-    fleet = register_fleet(server, cfg.devices)
+    fleet = register_bulk(server, "fleet", cfg.devices)
     details["registration_seconds"] = round(time.perf_counter() - t0, 2)
     log(f"{len(fleet):,} devices registered in {details['registration_seconds']} s")
     keys = [key for _, key in fleet]

@@ -54,7 +54,13 @@ from typing import Any
 
 from benchmarks.loadgen import progress
 from benchmarks.mqtt_bench import amqtt_broker, iotflow
-from benchmarks.servers import ADMIN_TOKEN, ServerProcess, free_port, http_json, process_cpu_seconds
+from benchmarks.servers import (
+    ServerProcess,
+    free_port,
+    http_json,
+    process_cpu_seconds,
+    register_bulk,
+)
 
 WHAT = "memory per idle MQTT connection, embedded broker, 5,000 authenticated device connections"
 WHAT_SUBSCRIBED = ", each subscribed to its commands"
@@ -66,7 +72,6 @@ KEEPALIVE_S = 600
 COMMANDS_TOPIC = "iotflow/devices/{}/commands/#"
 CONCURRENCY = 64  # connections being set up at once (below the listen backlog of 100)
 FD_SPARE = 256  # files a process needs besides its connections
-BULK_MAX = 1000  # POST /api/v1/devices/bulk takes at most this many devices
 
 
 log = progress("mqtt-idle")
@@ -292,20 +297,6 @@ def event_loop_name() -> str:
 # ----- IoTFlow devices ----------------------------------------------------------------------------
 
 
-def register_devices(server: ServerProcess, count: int, prefix: str) -> list[tuple[str, str]]:
-    """``count`` sensors through ``POST /api/v1/devices/bulk``; their ids and API keys."""
-    out: list[tuple[str, str]] = []
-    headers = {"Authorization": f"admin {ADMIN_TOKEN}"}
-    while len(out) < count:
-        n = min(BULK_MAX, count - len(out))
-        body = {"devices": [{"name": f"{prefix}-{len(out) + i}", "device_type": "sensor"} for i in range(n)]}
-        status, answer = http_json("POST", server.url + "/api/v1/devices/bulk", body, headers, timeout=300)
-        if status != 201 or answer.get("errors"):
-            raise RuntimeError(f"bulk registration failed with {status}: {str(answer)[:500]}")
-        out.extend((str(d["id"]), str(d["api_key"])) for d in answer["created"])
-    return out
-
-
 def mqtt_status(server: ServerProcess) -> dict[str, Any]:
     status, body = http_json("GET", server.url + "/api/v1/mqtt/status")
     if status != 200:
@@ -399,7 +390,7 @@ def measure_iotflow(n: int, settle: float, subscribe: bool) -> Run:
     with iotflow({"IOTFLOW_MQTT_PORT": str(mqtt_port)}) as server:
         log(f"IoTFlow on {server.url}, embedded broker on {mqtt_port}; registering {n} devices")
         t0 = time.perf_counter()
-        devices = register_devices(server, n + WARMUP_CONNECTIONS, "idle")
+        devices = [(str(i), key) for i, key in register_bulk(server, "idle", n + WARMUP_CONNECTIONS)]
         registration_s = time.perf_counter() - t0
 
         def cred(dev_id: str, key: str) -> Cred:

@@ -159,6 +159,23 @@ def register_device(server: ServerProcess, name: str) -> str:
     return str(body["device"]["api_key"])
 
 
+BULK_MAX = 1000  # POST /api/v1/devices/bulk takes at most this many devices
+
+
+def register_bulk(server: ServerProcess, prefix: str, count: int) -> list[tuple[int, str]]:
+    """``count`` sensors named ``<prefix>-<n>`` through the bulk endpoint: their (id, API key)."""
+    out: list[tuple[int, str]] = []
+    headers = {"Authorization": f"admin {ADMIN_TOKEN}"}
+    while len(out) < count:
+        n = min(BULK_MAX, count - len(out))
+        body = {"devices": [{"name": f"{prefix}-{len(out) + i}", "device_type": "sensor"} for i in range(n)]}
+        status, answer = http_json("POST", server.url + "/api/v1/devices/bulk", body, headers, timeout=300)
+        if status != 201 or answer.get("errors"):
+            raise RuntimeError(f"bulk registration failed with {status}: {str(answer)[:500]}")
+        out.extend((int(d["id"]), str(d["api_key"])) for d in answer["created"])
+    return out
+
+
 def stored_points(server: ServerProcess) -> int:
     status, body = http_json("GET", server.url + "/api/v1/telemetry/status")
     if status != 200:
