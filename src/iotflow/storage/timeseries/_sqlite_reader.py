@@ -501,6 +501,11 @@ class _Scan(NamedTuple):
         """The extra condition when the key has held non-numeric values: filter them out."""
         return f" AND {_NUMERIC}" if self.series.types & ~(BIT_FLOAT | BIT_INT) else ""
 
+    @property
+    def _where(self) -> str:
+        """The condition of a segment's rows (parameters: series, lo, hi)."""
+        return f"s = ? AND ts BETWEEN ? AND ?{self._numeric_only}"
+
     def rows(self, *exprs: str) -> Iterator[Any]:
         """``(bucket, *exprs)`` for every non-empty bucket of every segment, oldest segment first.
 
@@ -510,9 +515,8 @@ class _Scan(NamedTuple):
         """
         numeric, sid, start, w = self._numeric_only, self.series.sid, self.start_ms, self.window_ms or 1
         if not self.packed:  # a query per segment (per bucket, or per source bucketed in SQL)
-            select, execute = ", ".join(exprs), self.conn.execute
+            select, execute, where = ", ".join(exprs), self.conn.execute, self._where
             for b, name, lo, hi in self.segments:
-                where = f"s = ? AND ts BETWEEN ? AND ?{numeric}"
                 if b is None:
                     sql = f"SELECT (ts - ?) / ? AS b, {select} FROM {name} WHERE {where} GROUP BY b"
                     yield from execute(sql, (start, w, sid, lo, hi))
@@ -553,8 +557,7 @@ class _Scan(NamedTuple):
 
     def values(self) -> Iterator[Any]:
         """``(bucket, v)`` for every numeric point of every segment, oldest first (row by row)."""
-        where = f"s = ? AND ts BETWEEN ? AND ?{self._numeric_only}"
-        execute, sid = self.conn.execute, self.series.sid
+        where, execute, sid = self._where, self.conn.execute, self.series.sid
         for b, name, lo, hi in self.segments:
             if b is None:
                 sql = f"SELECT (ts - ?) / ? AS b, v FROM {name} WHERE {where}"
