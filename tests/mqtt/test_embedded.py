@@ -83,12 +83,14 @@ class Device:
         client_id: str = "",
         will: tuple[str, str] | None = None,
         transport: str = "tcp",
+        clean_session: bool = True,
     ) -> None:
         self.port = port
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv311,
+            clean_session=clean_session,
             transport=transport,  # type: ignore[arg-type]
             reconnect_on_failure=False,
         )
@@ -102,14 +104,21 @@ class Device:
             self.client.will_set(will[0], will[1], qos=1)
         self.connack: queue.Queue[Any] = queue.Queue()
         self.subacks: dict[int, list[Any]] = {}
+        self.session_present: bool | None = None
+        self.unsubacks: queue.Queue[int] = queue.Queue()
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.disconnected = threading.Event()
         self._suback = threading.Condition()
         c = self.client
-        c.on_connect = lambda _c, _u, _f, rc, _p: self.connack.put(rc)
+        c.on_connect = self._on_connect
+        c.on_unsubscribe = lambda _c, _u, mid, _codes, _p: self.unsubacks.put(mid)
         c.on_message = lambda _c, _u, msg: self.messages.put(msg)
         c.on_disconnect = lambda _c, _u, _f, _rc, _p: self.disconnected.set()
         c.on_subscribe = self._on_subscribe
+
+    def _on_connect(self, _c: Any, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
+        self.session_present = bool(flags.session_present)
+        self.connack.put(rc)
 
     def _on_subscribe(self, _c: Any, _u: Any, mid: int, codes: list[Any], _p: Any) -> None:
         with self._suback:
@@ -457,6 +466,133 @@ def test_commands_are_delivered_and_acknowledged(broker: Broker, api: httpx.Clie
     client.publish(f"{base(device)}/commands/ack", {"command_id": 10**9, "status": "completed"})
     assert rejected(api)["unknown_command"] == before + 1
     client.close()
+
+
+# ----- connection life cycle ------------------------------------------------------------------------------
+
+
+def send_control(api: httpx.Client, device: dict[str, Any], command: str) -> dict[str, Any]:
+    r = api.post(f"/api/v1/devices/{device['id']}/control", json={"command": command}, headers=ADMIN)
+    assert r.status_code == 201, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def test_a_second_connection_with_the_same_client_id_takes_over(broker: Broker, api: httpx.Client) -> None:
+    device = register(api)
+    first = Device(broker.port, device, client_id=f"take-over-{device['id']}")
+    assert first.connect() == 0
+    assert first.subscribe(f"{base(device)}/commands/#")
+    second = Device(broker.port, device, client_id=f"take-over-{device['id']}")
+    assert second.connect() == 0
+    assert first.disconnected.wait(10), "the first connection was not closed"
+    assert second.subscribe(f"{base(device)}/commands/#")
+    assert send_control(api, device, "blink")["status"] == "delivered"
+    assert second.expect(f"{base(device)}/commands/control")["command"] == "blink"
+    assert first.messages.empty()
+    second.close()
+
+
+def test_wrong_credentials_with_a_live_client_id_change_nothing(broker: Broker, api: httpx.Client) -> None:
+    device = register(api)
+    client_id = f"live-{device['id']}"
+    live = Device(broker.port, device, client_id=client_id, clean_session=False)
+    assert live.connect() == 0
+    assert live.subscribe(f"{base(device)}/commands/#")
+    for clean in (True, False):
+        intruder = Device(
+            broker.port,
+            username=str(device["id"]),
+            password="wrong",
+            client_id=client_id,
+            clean_session=clean,
+        )
+        assert intruder.connect() == BAD_CREDENTIALS
+        intruder.close()
+    assert not live.disconnected.wait(0.5), "a refused connection closed the live one"
+    assert send_control(api, device, "blink")["status"] == "delivered"
+    assert live.expect(f"{base(device)}/commands/control")["command"] == "blink"
+    live.close()
+
+
+def test_a_persistent_session_keeps_its_subscription(broker: Broker, api: httpx.Client) -> None:
+    device = register(api)
+    client_id = f"persistent-{device['id']}"
+    first = Device(broker.port, device, client_id=client_id, clean_session=False)
+    assert first.connect() == 0 and first.session_present is False
+    assert first.subscribe(f"{base(device)}/commands/#")
+    first.close()
+    wait_for(lambda: not is_online(api, device), what="offline after a clean disconnect")
+    queued = send_control(api, device, "reboot")
+    assert queued["status"] == "pending"
+    # Back without subscribing again: the session brings its subscription, and the pending command.
+    again = Device(broker.port, device, client_id=client_id, clean_session=False)
+    assert again.connect() == 0 and again.session_present is True
+    assert again.expect(f"{base(device)}/commands/control")["command_id"] == queued["id"]
+    # A third connection takes the live session over; commands then reach it, not the old one.
+    third = Device(broker.port, device, client_id=client_id, clean_session=False)
+    assert third.connect() == 0 and third.session_present is True
+    assert again.disconnected.wait(10), "the taken-over connection was not closed"
+    wait_for(lambda: send_control(api, device, "ping")["status"] == "delivered", what="delivered")
+    assert third.expect(f"{base(device)}/commands/control")["command"] == "ping"
+    third.close()
+
+
+def subscription_count(api: httpx.Client) -> int:
+    r = api.get("/api/v1/mqtt/status", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    return int(r.json()["mqtt_status"]["subscriptions"])
+
+
+def test_subscriptions_end_with_a_clean_session_and_stay_with_a_persistent_one(
+    broker: Broker, api: httpx.Client
+) -> None:
+    before = subscription_count(api)
+    clean, persistent = register(api), register(api)
+    clients = [
+        Device(broker.port, clean, client_id=f"clean-{clean['id']}"),
+        Device(broker.port, persistent, client_id=f"kept-{persistent['id']}", clean_session=False),
+    ]
+    for client, device in zip(clients, (clean, persistent), strict=True):
+        assert client.connect() == 0
+        assert client.subscribe(f"{base(device)}/commands/#")
+        assert client.subscribe(f"{base(device)}/config")
+    assert subscription_count(api) == before + 4
+    for client in clients:
+        client.kill()
+    wait_for(lambda: subscription_count(api) == before + 2, what="the clean session's subscriptions gone")
+    time.sleep(1.5)  # amqtt's session monitor runs every second
+    assert subscription_count(api) == before + 2
+
+
+def test_subscribe_and_unsubscribe_are_answered_in_order(broker: Broker, api: httpx.Client) -> None:
+    device = register(api)
+    client = Device(broker.port, device)
+    assert client.connect() == 0
+    topic = f"{base(device)}/commands/#"
+    for _ in range(5):  # sent back to back, without waiting for the SUBACK
+        client.client.subscribe(topic, qos=1)
+        _, mid = client.client.unsubscribe(topic)
+    while client.unsubacks.get(timeout=10) != mid:
+        pass
+    assert send_control(api, device, "blink")["status"] == "pending"  # the last word was "unsubscribe"
+    client.close()
+
+
+def test_connect_and_disconnect_in_one_write(broker: Broker, api: httpx.Client) -> None:
+    """A DISCONNECT that arrives with the CONNECT ends the connection cleanly (no half-open session)."""
+    device = register(api)
+
+    def field(text: str) -> bytes:
+        return len(text.encode()).to_bytes(2, "big") + text.encode()
+
+    body = field("MQTT") + bytes([4, 0xC2]) + (60).to_bytes(2, "big")
+    body += field(f"burst-{device['id']}") + field(str(device["id"])) + field(device["api_key"])
+    connect = bytes([0x10, len(body)]) + body
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as sock:
+        sock.sendall(connect + b"\xe0\x00")
+        assert sock.recv(4) == b"\x20\x02\x00\x00"  # CONNACK: accepted
+        assert sock.recv(1) == b""  # then closed by the server
+    assert wait_for(lambda: offline_reasons(api, device), what="device.offline") == ["disconnect"]
 
 
 # ----- abuse ----------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ class Refused(Exception):
         self.reason = reason
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Client:
     """One MQTT connection as IoTFlow sees it."""
 
@@ -34,10 +34,10 @@ class Client:
     will: tuple[str, bytes, int] | None = None  # (topic, payload, qos) given at CONNECT
     subscriptions: set[str] = field(default_factory=set)
     kick: Callable[[str], None] | None = None  # closes the connection (set by the transport)
-    backlog: deque[tuple[str, bytes]] = field(default_factory=deque)  # QoS 0 messages waiting
+    backlog: deque[tuple[str, bytes]] | None = None  # QoS 0 messages waiting (made on the first one)
     backlog_bytes: int = 0
     draining: bool = False  # a task is working through the backlog
-    drained: asyncio.Event = field(default_factory=asyncio.Event)  # set when it is done
+    drained: asyncio.Event | None = None  # set when the draining task is done
     revoked: bool = False  # key rotated / device deleted: no last will, no further messages
     closed: bool = False
     ended_by: str | None = None  # why IoTFlow closed the connection (kicked, keepalive, overload)

@@ -30,7 +30,14 @@ otherwise drop a device's subscriptions by reusing its client id); a refused con
 CONNACK code (amqtt only knows "not authorized") and leaves no session behind; the keep-alive is
 enforced (1.5 times the client's value, then the connection is closed and its last will published — amqtt
 ignores read time-outs); the end of every connection reaches IoTFlow with whether it was a clean
-DISCONNECT. These rely on amqtt internals, hence the pinned amqtt version; the tests cover each.
+DISCONNECT. A connection takes over a persistent session still live elsewhere and the session stays
+connected (amqtt marked it disconnected when the old connection ended, so commands no longer reached
+the new one). A connection is served by one task that waits for its end, with amqtt's lighter
+per-connection objects of :mod:`iotflow.mqtt.lean`; amqtt's walk over every subscription of the broker
+on each CONNECT (for retained messages, which IoTFlow never keeps) is left out. The last will is
+IoTFlow's to handle (no client may subscribe to a topic a device publishes, so amqtt's routing of it
+would reach no one). These rely on amqtt internals, hence the pinned amqtt version; the tests cover
+each.
 """
 
 from __future__ import annotations
@@ -45,15 +52,17 @@ from typing import TYPE_CHECKING, Any
 from amqtt.broker import Broker
 from amqtt.contexts import BrokerConfig, ListenerConfig, ListenerType
 from amqtt.errors import BrokerError
+from amqtt.events import BrokerEvents
 from amqtt.mqtt.connack import ConnackPacket
 from amqtt.mqtt.disconnect import DisconnectPacket
 from amqtt.session import Session
 
 from iotflow.config import Settings
 from iotflow.errors import ConfigError
-from iotflow.mqtt import topics
+from iotflow.mqtt import lean, topics
 from iotflow.mqtt.clients import NOT_AUTHORIZED, Client, Refused
 from iotflow.mqtt.handler import MessageHandler
+from iotflow.mqtt.lean import LazyQueue, LeanHandler
 from iotflow.mqtt.stats import MqttStats
 from iotflow.timeutil import format_ts
 
@@ -65,18 +74,21 @@ log = logging.getLogger("iotflow.mqtt")
 CLIENT_KEY = "iotflow.client"  # Session.attributes: the Client of the session's current connection
 _AUTHENTICATED = "iotflow.authenticated"  # the Client just authenticated, handed from the plugin
 _REFUSAL = "iotflow.refusal"  # the CONNACK code of a refused connection
-_VERDICT = "iotflow.verdict"  # authentication already decided for this connection
+_HANDLER = "iotflow.handler"  # the protocol handler of the session's current connection
+SUBSCRIPTION_REFUSED = 0x80  # SUBACK return code
 SESSION_EXPIRY_S = 86_400  # a persistent session unused this long is dropped
 STOP_DRAIN_S = 5.0
 
 
-class _DeviceQueue(asyncio.Queue[Any]):
+class _DeviceQueue(LazyQueue):
     """Stands in for a session's ``delivered_message_queue``: every incoming PUBLISH is handled here.
 
     ``put`` (QoS 1/2) returns only when the message was handled, and amqtt sends PUBACK/PUBCOMP after
     it returns. ``put_nowait`` (QoS 0) hands the message to a task. Nothing is queued for amqtt's own
     routing: device messages are for IoTFlow, no other client may subscribe to them.
     """
+
+    __slots__ = ("_client", "_handler")
 
     def __init__(self, handler: MessageHandler, client: Client) -> None:
         super().__init__()
@@ -97,30 +109,60 @@ class _Broker(Broker):  # type: ignore[misc]
     """amqtt's broker with IoTFlow's connection life cycle (see the module docstring)."""
 
     def __init__(self, config: BrokerConfig, transport: EmbeddedTransport) -> None:
+        lean.install()
         super().__init__(config)
         self._iotflow = transport
+        self._filters: dict[str, list[str]] = {}  # client id → the topic filters its session holds
+
+    # ----- subscriptions by client id (amqtt looked through all of them to drop one session's) --------
+
+    def filters_of(self, client_id: str) -> list[str]:
+        return list(self._filters.get(client_id, ()))
+
+    async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
+        qos = int(await super().add_subscription(subscription, session))
+        if qos != SUBSCRIPTION_REFUSED:
+            filters = self._filters.setdefault(session.client_id, [])
+            if subscription[0] not in filters:
+                filters.append(subscription[0])
+        return qos
+
+    def _del_subscription(self, a_filter: str, session: Session) -> int:
+        filters = self._filters.get(session.client_id)
+        if filters is not None and a_filter in filters:
+            filters.remove(a_filter)
+            if not filters:
+                del self._filters[session.client_id]
+        return int(super()._del_subscription(a_filter, session))
+
+    async def _del_all_subscriptions(self, session: Session) -> None:
+        for a_filter in self.filters_of(session.client_id):
+            self._del_subscription(a_filter, session)
+            if not self._subscriptions.get(a_filter, True):
+                del self._subscriptions[a_filter]
 
     async def _delete_session(self, client_id: str) -> None:
         """Called by amqtt before authentication; IoTFlow replaces the old session after it instead."""
         return None
 
-    async def _authenticate(self, session: Session, listener: Any) -> bool:
-        verdict = session.attributes.pop(_VERDICT, None)
-        if verdict is not None:
-            return bool(verdict)
-        return bool(await super()._authenticate(session, listener))
+    async def _initialize_client_session(
+        self, reader: Any, writer: Any, remote_address: str, remote_port: int
+    ) -> tuple[LeanHandler, Session]:
+        """amqtt's CONNECT handling, with IoTFlow's lighter protocol handler (:mod:`iotflow.mqtt.lean`)."""
+        _, session = await super()._initialize_client_session(reader, writer, remote_address, remote_port)
+        return LeanHandler(self.plugins_manager, self._subscribe, self._unsubscribe, self._loop), session
 
     async def _handle_client_session(
         self,
         reader: Any,
         writer: Any,
         client_session: Session,
-        handler: Any,
+        handler: LeanHandler,
         server: Any,
         listener_name: str,
     ) -> None:
         previous = self._iotflow.client_of(client_session)  # a persistent session's live connection
-        ok = await super()._authenticate(client_session, self.listeners_config[listener_name])
+        ok = await self._authenticate(client_session, self.listeners_config[listener_name])
         client = client_session.attributes.pop(_AUTHENTICATED, None)
         if not ok or client is None:
             code = client_session.attributes.pop(_REFUSAL, NOT_AUTHORIZED)
@@ -132,18 +174,54 @@ class _Broker(Broker):  # type: ignore[misc]
             existing = self._sessions.get(client_session.client_id)
             if existing is not None and existing[0] is not client_session:
                 await self._cleanup_session(client_session.client_id)  # take-over: close the old one
-        client_session.attributes[_VERDICT] = True
         self._iotflow.attach(client, client_session, handler)
         try:
-            await super()._handle_client_session(
-                reader, writer, client_session, handler, server, listener_name
-            )
+            await self._serve(client_session, handler, reader, writer)
         finally:
             await self._iotflow.detach(handler, clean=False)
 
+    async def _serve(self, session: Session, handler: LeanHandler, reader: Any, writer: Any) -> None:
+        """amqtt's part of an accepted connection, with one task (this one) waiting for its end."""
+        client_id = session.client_id
+        session.attributes[_HANDLER] = handler
+        if session.transitions.is_connected():  # a persistent session's live connection: take over
+            old_handler = self._sessions[client_id][1]
+            await old_handler.handle_connection_closed()
+            await old_handler.stop()
+        handler.attach(session, reader, writer)
+        self._sessions[client_id] = (session, handler)
+        if not session.transitions.is_connected():
+            session.transitions.connect()
+        await handler.mqtt_connack_authorize(True)
+        await self.plugins_manager.fire_event(
+            BrokerEvents.CLIENT_CONNECTED, client_id=client_id, client_session=session
+        )
+        await handler.start()
+        await self._publish_session_retained_messages(session)  # queued while a persistent one was away
+        await handler.disconnected
+        await self._handle_disconnect(session, handler, handler.disconnected)
+
+    async def _subscribe(self, handler: LeanHandler, subscription: Any) -> None:
+        done = self._loop.create_future()
+        done.set_result(subscription)
+        await self._handle_subscription(handler.session, handler, done)
+
+    async def _unsubscribe(self, handler: LeanHandler, unsubscription: Any) -> None:
+        done = self._loop.create_future()
+        done.set_result(unsubscription)
+        await self._handle_unsubscription(handler.session, handler, done)
+
     async def _handle_disconnect(self, client_session: Session, handler: Any, disconnect_waiter: Any) -> None:
+        """The end of a connection. Its last will is IoTFlow's (``detach``): no client may subscribe to
+        a topic a device publishes, so amqtt's own routing of the will would reach no one."""
         result = disconnect_waiter.result() if disconnect_waiter.done() else None
-        await super()._handle_disconnect(client_session, handler, disconnect_waiter)
+        await self._stop_handler(handler)
+        if client_session.attributes.get(_HANDLER) is handler:  # not taken over by a newer connection
+            client_session.transitions.disconnect()
+        client_id = client_session.client_id
+        await self.plugins_manager.fire_event(
+            BrokerEvents.CLIENT_DISCONNECTED, client_id=client_id, client_session=client_session
+        )
         await self._iotflow.detach(handler, clean=isinstance(result, DisconnectPacket))
 
     async def close_listeners(self) -> None:
@@ -302,12 +380,8 @@ class EmbeddedTransport:
         if session.keep_alive > 0:  # [MQTT-3.1.2-24]: close after 1.5 keep-alives without a packet
             session.keep_alive = math.ceil(session.keep_alive * 1.5)
         protocol.handle_read_timeout = lambda: client.close("keepalive")
-        if self._broker is not None and not session.clean_session:
-            # A persistent session brings its subscriptions back (a clean one has none: no need to
-            # look through every subscription of the broker, which made connecting O(connections)).
-            for topic_filter, subscribers in self._broker.subscriptions.items():
-                if any(s.client_id == session.client_id for s, _ in subscribers):
-                    client.subscriptions.add(topic_filter)
+        if self._broker is not None and not session.clean_session:  # it brings its subscriptions back
+            client.subscriptions.update(self._broker.filters_of(session.client_id))
         self.handler.connected(client)
 
     async def detach(self, protocol: Any, *, clean: bool) -> None:

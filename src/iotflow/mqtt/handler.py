@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -160,7 +161,7 @@ class MessageHandler:
             return
         how = client.ended_by or ("clean" if clean else "abnormal")
         self.stats.disconnects[how] += 1
-        if client.draining:  # QoS 0 messages sent before the end come first
+        if client.draining and client.drained is not None:  # QoS 0 messages sent before the end first
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(client.drained.wait(), DRAIN_ON_DISCONNECT_S)
         if not clean and client.will is not None and not client.revoked:
@@ -275,7 +276,10 @@ class MessageHandler:
         connection whose backlog is full gets its further messages refused (``overloaded``): amqtt
         cannot stop reading a connection, and one flooding client must not take everyone's memory.
         """
-        if len(client.backlog) >= QOS0_BACKLOG_MAX or client.backlog_bytes > QOS0_BACKLOG_BYTES:
+        backlog = client.backlog
+        if backlog is None:
+            backlog = client.backlog = deque()
+        if len(backlog) >= QOS0_BACKLOG_MAX or client.backlog_bytes > QOS0_BACKLOG_BYTES:
             now = now_ms()
             self.stats.message("overflow", len(payload), now)
             ids = client.device_ids()
@@ -287,25 +291,27 @@ class MessageHandler:
                 now,
             )
             return
-        client.backlog.append((topic, payload))
+        backlog.append((topic, payload))
         client.backlog_bytes += len(payload)
         if not client.draining:
             client.draining = True
-            client.drained.clear()
-            self.spawn(self._drain_backlog(client))
+            client.drained = asyncio.Event()
+            self.spawn(self._drain_backlog(client, backlog, client.drained))
 
-    async def _drain_backlog(self, client: Client) -> None:
+    async def _drain_backlog(
+        self, client: Client, backlog: deque[tuple[str, bytes]], drained: asyncio.Event
+    ) -> None:
         try:
-            while client.backlog:
+            while backlog:
                 batch: list[Awaitable[bool]] = []
-                while client.backlog and len(batch) < QOS0_CONCURRENCY:
-                    topic, payload = client.backlog.popleft()
+                while backlog and len(batch) < QOS0_CONCURRENCY:
+                    topic, payload = backlog.popleft()
                     client.backlog_bytes -= len(payload)
                     batch.append(self.handle(client, topic, payload, 0))
                 await asyncio.gather(*batch)
         finally:
             client.draining = False
-            client.drained.set()
+            drained.set()
 
     async def handle(
         self, client: Client, topic: str, payload: bytes, qos: int, *, will: bool = False
