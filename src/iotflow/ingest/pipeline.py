@@ -85,6 +85,7 @@ class IngestPipeline:
         self._queued_points = 0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the running loop, kept: asking costs a getpid()
         self._closing = False
         self._listeners: list[Listener] = []
         self._commit_observers: list[CommitObserver] = []
@@ -94,6 +95,7 @@ class IngestPipeline:
     # ----- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._run(), name="iotflow-ingest-batcher")
 
     async def stop(self) -> None:
@@ -130,7 +132,7 @@ class IngestPipeline:
         if self._queued_points and self._queued_points + n > self._max_queue:
             self.stats.rejected_overload += 1
             raise ServiceUnavailable("Ingest queue is full; retry shortly", retry_after=1)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[None] = (self._loop or asyncio.get_running_loop()).create_future()
         self._queue.append(_Item(points, future))
         self._queued_points += n
         self._wakeup.set()

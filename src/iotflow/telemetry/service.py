@@ -162,6 +162,11 @@ class TelemetryService:
         """After the messages' points were committed: mark the device seen, keep its metadata."""
         presence = self._devices.presence
         presence.seen(device.id, now)
+        if len(messages) == 1:  # the usual case, without the loops
+            first = messages[0]
+            if first.metadata:
+                presence.report(device.id, first.metadata)
+            return Ingested(messages, len(first.points), first.ts_ms)
         for m in messages:
             if m.metadata:
                 presence.report(device.id, m.metadata)
