@@ -29,6 +29,7 @@ from iotflow.metrics.registry import Metrics
 from iotflow.mqtt import bind_runtime, dynsec, open_transport
 from iotflow.mqtt.alerts import AlertPublisher
 from iotflow.mqtt.base import MqttTransport
+from iotflow.mqtt.configs import ConfigPublisher
 from iotflow.ratelimit.service import RateLimits
 from iotflow.storage import db
 from iotflow.storage.timeseries import get_timeseries_store
@@ -115,6 +116,9 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         await mqtt.start()
         stack.push_async_callback(mqtt.stop)
         devices.on_revoke(mqtt.disconnect_device)
+        configs = ConfigPublisher(mqtt)
+        devices.on_config(configs.changed)
+        devices.on_delete(configs.deleted)
         alerts.hub.add_observer(AlertPublisher(mqtt))
         if settings.mqtt_dynsec:
             dynsec.attach(mqtt, devices)  # one Mosquitto client per device

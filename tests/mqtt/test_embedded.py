@@ -595,6 +595,56 @@ def test_connect_and_disconnect_in_one_write(broker: Broker, api: httpx.Client) 
     assert wait_for(lambda: offline_reasons(api, device), what="device.offline") == ["disconnect"]
 
 
+# ----- configuration --------------------------------------------------------------------------------------
+
+
+def test_configuration_is_published_retained(broker: Broker, api: httpx.Client) -> None:
+    device = register(api)
+    topic = f"{base(device)}/config"
+    live = Device(broker.port, device)
+    assert live.connect() == 0
+    assert live.subscribe(topic)
+    r = api.put(
+        f"/api/v1/devices/{device['id']}/configuration",
+        json={"configuration": {"interval": 30, "mode": "eco"}},
+        headers=ADMIN,
+    )
+    assert r.status_code == 200, r.text
+    pushed = live.expect(topic)
+    assert pushed["device_id"] == device["id"]
+    assert {k: v["value"] for k, v in pushed["configuration"].items()} == {"interval": 30, "mode": "eco"}
+    assert pushed["configuration"]["interval"]["data_type"] == "integer"
+    # The device changes one value itself: the whole configuration goes out again.
+    r = api.post(
+        "/api/v1/devices/config",
+        json={"config_key": "mode", "config_value": "boost"},
+        headers=key_headers(device),
+    )
+    assert r.status_code == 200, r.text
+    assert {k: v["value"] for k, v in live.expect(topic)["configuration"].items()} == {
+        "interval": 30,
+        "mode": "boost",
+    }
+    live.close()
+    # A device that subscribes later gets the retained copy at once.
+    later = Device(broker.port, device)
+    assert later.connect() == 0
+    assert later.subscribe(topic)
+    msg = later.messages.get(timeout=10)
+    assert msg.topic == topic and msg.retain
+    assert json.loads(msg.payload)["configuration"]["mode"]["value"] == "boost"
+    later.close()
+    # Another device sees none of it.
+    other = register(api)
+    stranger = Device(broker.port, other)
+    assert stranger.connect() == 0
+    assert not stranger.subscribe(topic)
+    assert stranger.subscribe(f"{base(other)}/config")
+    time.sleep(0.3)
+    assert stranger.messages.empty()
+    stranger.close()
+
+
 # ----- abuse ----------------------------------------------------------------------------------------------
 
 

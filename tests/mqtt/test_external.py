@@ -378,6 +378,33 @@ def test_alerts_are_published_on_the_system_topic(setup: Setup, api: httpx.Clien
         watcher.close()
 
 
+def test_configuration_is_retained_on_the_broker_and_cleared_on_delete(
+    setup: Setup, api: httpx.Client
+) -> None:
+    device = _register(api)
+    r = api.put(
+        f"/api/v1/devices/{device['id']}/configuration",
+        json={"configuration": {"interval": 30}},
+        headers=ADMIN,
+    )
+    assert r.status_code == 200, r.text
+    later = Device(setup.broker.port, device)  # subscribes after the change: gets the retained copy
+    try:
+        later.subscribe("config")
+        msg = later.messages.get(timeout=10)
+        assert msg.retain and json.loads(msg.payload)["configuration"]["interval"]["value"] == 30
+    finally:
+        later.close()
+    assert api.delete(f"/api/v1/devices/{device['id']}", headers=ADMIN).status_code == 200
+    after = Device(setup.broker.port, device)
+    try:
+        after.subscribe("config")
+        time.sleep(0.5)
+        assert after.messages.empty(), "the retained configuration of a deleted device is still there"
+    finally:
+        after.close()
+
+
 # ----- crash safety ---------------------------------------------------------------------------------------
 
 

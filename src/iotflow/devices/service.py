@@ -13,7 +13,7 @@ from iotflow.background import Periodic
 from iotflow.cache.base import Cache, DeviceAuth
 from iotflow.devices.presence import Presence
 from iotflow.devices.repository import DeviceRepository
-from iotflow.devices.schemas import DEVICE_STATUSES, encode_config
+from iotflow.devices.schemas import DEVICE_STATUSES, config_dict, encode_config
 from iotflow.errors import BadRequest, NotFound, ValidationFailed
 from iotflow.events.service import EventLog
 from iotflow.storage.models import Device, DeviceConfiguration
@@ -104,6 +104,7 @@ class DeviceService:
         self._revoke_hooks: list[Callable[[int], Awaitable[None]]] = []
         self._key_hooks: list[Callable[[int, str], Awaitable[None]]] = []
         self._status_hooks: list[Callable[[int, str], Awaitable[None]]] = []
+        self._config_hooks: list[Callable[[int, dict[str, Any]], Awaitable[None]]] = []
         self._key_length = key_length
         # device id → (read at, device): the device as telemetry reads check it (owner, status,
         # name), kept so that a dashboard's reads do not each query the database (get_recent)
@@ -309,6 +310,11 @@ class DeviceService:
         active, or deleted (the MQTT transport disconnects it)."""
         self._revoke_hooks.append(hook)
 
+    def on_config(self, hook: Callable[[int, dict[str, Any]], Awaitable[None]]) -> None:
+        """Run ``hook(device_id, configuration)`` after a device's configuration changed (the whole
+        configuration, as ``GET /devices/config`` shows it): the MQTT transport publishes it."""
+        self._config_hooks.append(hook)
+
     def on_key(self, hook: Callable[[int, str], Awaitable[None]]) -> None:
         """Run ``hook(device_id, api_key)`` after a device got a key (registration, rotation). The plain
         key is never stored: it exists only in memory, for this call (the broker's dynamic security)."""
@@ -374,6 +380,7 @@ class DeviceService:
             raise ValidationFailed("data_type", "data_type must be a string")
         text, dtype = encode_config(key, value, data_type)
         await self.repo.set_configs(device_id, [(key, text, dtype)], now_ms(), replace=False)
+        await self._config_changed(device_id)
         return text, dtype
 
     async def replace_configs(self, device_id: int, configuration: Any) -> None:
@@ -388,3 +395,10 @@ class DeviceService:
             text, dtype = encode_config(key, value, None)
             items.append((key, text, dtype))
         await self.repo.set_configs(device_id, items, now_ms(), replace=True)
+        await self._config_changed(device_id)
+
+    async def _config_changed(self, device_id: int) -> None:
+        if self._config_hooks:
+            configuration = config_dict(await self.repo.configs(device_id))
+            for hook in self._config_hooks:
+                await hook(device_id, configuration)

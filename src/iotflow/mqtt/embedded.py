@@ -211,6 +211,29 @@ class _Broker(Broker):  # type: ignore[misc]
         done.set_result(unsubscription)
         await self._handle_unsubscription(handler.session, handler, done)
 
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Session
+    ) -> None:
+        """The retained messages a new subscription matches (IoTFlow retains one per configured
+        device): a filter without wildcards is one lookup, instead of amqtt's match of every one."""
+        topic_filter, qos = subscription
+        retained = self._retained_messages
+        if not retained:
+            return
+        if "#" in topic_filter or "+" in topic_filter:
+            prefix = topic_filter.split("+", 1)[0].split("#", 1)[0]
+            matching = [
+                m for t, m in retained.items() if t.startswith(prefix) and self._matches(t, topic_filter)
+            ]
+        else:
+            message = retained.get(topic_filter)
+            matching = [] if message is None else [message]
+        handler = self._get_handler(session)
+        if handler is None:
+            return
+        for m in matching:
+            await handler.mqtt_publish(m.topic, m.data, min(qos, m.qos or qos), retain=True)
+
     async def _handle_disconnect(self, client_session: Session, handler: Any, disconnect_waiter: Any) -> None:
         """The end of a connection. Its last will is IoTFlow's (``detach``): no client may subscribe to
         a topic a device publishes, so amqtt's own routing of the will would reach no one."""
