@@ -116,6 +116,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         await mqtt.start()
         stack.push_async_callback(mqtt.stop)
         devices.on_revoke(mqtt.disconnect_device)
+        devices.on_recheck(mqtt.recheck_device)
         configs = ConfigPublisher(mqtt)
         devices.on_config(configs.changed)
         devices.on_delete(configs.deleted)

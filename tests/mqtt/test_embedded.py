@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import socket
 import subprocess
@@ -364,6 +365,32 @@ def test_a_revoked_session_gets_no_commands(
     assert r.json()["status"] == "pending"  # not handed to the session of an inactive device
     assert client.disconnected.wait(10), "the session of the deactivated device was not closed"
     assert client.messages.empty()
+
+
+def test_a_key_rotated_by_the_cli_ends_the_session_within_seconds(broker: Broker, api: httpx.Client) -> None:
+    """Another process (the CLI) rotates the key: the running server's periodic key check closes the
+    session that used the old key, and a session with the new key stays."""
+    device = register(api)
+    old = Device(broker.port, device, client_id=f"cli-old-{device['id']}")
+    assert old.connect() == 0
+    assert old.subscribe(f"{base(device)}/commands/#")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOTFLOW_")}
+    out = subprocess.run(
+        [sys.executable, "-m", "iotflow", "devices", "rotate-key", str(device["id"])],
+        env={**env, "IOTFLOW_DATA_DIR": str(broker.server.data_dir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    rotated_at = time.monotonic()
+    new = Device(broker.port, {**device, "api_key": out.stdout.split("api key:")[1].strip()})
+    assert new.connect() == 0
+    assert old.disconnected.wait(10), "the session with the rotated key stayed open"
+    assert time.monotonic() - rotated_at < 7.0
+    time.sleep(5.5)  # one more key check: the session with the new key is left alone
+    assert not new.disconnected.is_set()
+    new.close()
 
 
 # ----- presence -------------------------------------------------------------------------------------------

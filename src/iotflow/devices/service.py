@@ -105,6 +105,7 @@ class DeviceService:
         self._key_hooks: list[Callable[[int, str], Awaitable[None]]] = []
         self._status_hooks: list[Callable[[int, str], Awaitable[None]]] = []
         self._config_hooks: list[Callable[[int, dict[str, Any]], Awaitable[None]]] = []
+        self._recheck_hooks: list[Callable[[int], Awaitable[None]]] = []
         self._key_length = key_length
         # device id → (read at, device): the device as telemetry reads check it (owner, status,
         # name), kept so that a dashboard's reads do not each query the database (get_recent)
@@ -139,8 +140,10 @@ class DeviceService:
         """Every ``KEY_RECHECK_S``: the cached API keys against the database, a query per 500.
 
         A key rotated, or a device deleted or changed, by another process (the CLI) stops working,
-        or changes, within that time; changes made through this service act at once."""
+        or changes, within that time, and the ``on_recheck`` hooks close the device's MQTT sessions
+        that used such a key; changes made through this service act at once."""
         hashes = list(self._keys_cached)
+        revoked: set[int] = set()  # devices with a key that no longer works (or no longer active)
         for first in range(0, len(hashes), 500):
             chunk = hashes[first : first + 500]
             found = {d.api_key_hash: d for d in await self.repo.by_key_hashes(chunk)}
@@ -152,9 +155,15 @@ class DeviceService:
                 if device is None:  # rotated or deleted
                     del self._keys_cached[key_hash]
                     await self._cache.forget_device(cached.id)
+                    revoked.add(cached.id)
                 elif (auth := _auth_of(device)) != cached:  # renamed, deactivated...
                     self._keys_cached[key_hash] = auth
                     await self._cache.set_device_auth(key_hash, auth)
+                    if auth.status != "active":
+                        revoked.add(cached.id)
+        for device_id in revoked:
+            for hook in self._recheck_hooks:
+                await hook(device_id)
 
     async def rotate_key(self, device_id: int) -> tuple[Device, str]:
         await self.get(device_id)
@@ -314,6 +323,12 @@ class DeviceService:
         """Run ``hook(device_id, configuration)`` after a device's configuration changed (the whole
         configuration, as ``GET /devices/config`` shows it): the MQTT transport publishes it."""
         self._config_hooks.append(hook)
+
+    def on_recheck(self, hook: Callable[[int], Awaitable[None]]) -> None:
+        """Run ``hook(device_id)`` when the periodic key check found a key of the device rotated, or the
+        device deleted or no longer active, by another process: the MQTT transport closes the
+        device's sessions whose key no longer works (a session with the new key stays)."""
+        self._recheck_hooks.append(hook)
 
     def on_key(self, hook: Callable[[int, str], Awaitable[None]]) -> None:
         """Run ``hook(device_id, api_key)`` after a device got a key (registration, rotation). The plain

@@ -25,6 +25,9 @@ class MqttTransport(Protocol):
     async def disconnect_device(self, device_id: int) -> None:
         """Drop the device's sessions (key rotated, device deactivated or deleted)."""
 
+    async def recheck_device(self, device_id: int) -> None:
+        """Drop the device's sessions whose key no longer names an active device (changed elsewhere)."""
+
     def status(self) -> dict[str, Any]:
         """The ``mqtt_status`` object of ``GET /api/v1/mqtt/status``."""
 
@@ -50,6 +53,9 @@ class DisabledTransport:
         return False
 
     async def disconnect_device(self, device_id: int) -> None:
+        return None
+
+    async def recheck_device(self, device_id: int) -> None:
         return None
 
     def status(self) -> dict[str, Any]:

@@ -462,6 +462,10 @@ class EmbeddedTransport:
     async def disconnect_device(self, device_id: int) -> None:
         self.handler.disconnect_device(device_id)
 
+    async def recheck_device(self, device_id: int) -> None:
+        for client in self.handler.clients_of(device_id):
+            await self.handler.still_valid(client)  # closes the connection when its key fails
+
     def status(self) -> dict[str, Any]:
         s = self._settings
         broker = self._broker

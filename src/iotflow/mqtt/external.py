@@ -550,6 +550,11 @@ class ExternalTransport:
         self.stats.sent += 1
         return True
 
+    async def recheck_device(self, device_id: int) -> None:
+        client = self._devices.get(device_id)
+        if client is not None and not await self.handler.still_valid(client):
+            await self.disconnect_device(device_id)
+
     async def disconnect_device(self, device_id: int) -> None:
         """Forget the device's proven key; its next message must carry a valid one (the broker's
         connection of the device is the broker's business)."""
