@@ -192,14 +192,16 @@ class _Broker(Broker):  # type: ignore[misc]
         self._sessions[client_id] = (session, handler)
         if not session.transitions.is_connected():
             session.transitions.connect()
-        await handler.mqtt_connack_authorize(True)
-        await self.plugins_manager.fire_event(
-            BrokerEvents.CLIENT_CONNECTED, client_id=client_id, client_session=session
-        )
-        await handler.start()
-        await self._publish_session_retained_messages(session)  # queued while a persistent one was away
-        await handler.disconnected
-        await self._handle_disconnect(session, handler, handler.disconnected)
+        try:
+            await handler.mqtt_connack_authorize(True)
+            await self.plugins_manager.fire_event(
+                BrokerEvents.CLIENT_CONNECTED, client_id=client_id, client_session=session
+            )
+            await handler.start()
+            await self._publish_session_retained_messages(session)  # queued while it was away
+            await handler.disconnected
+        finally:  # however it ended (a failure, the server stopping): no session is left "connected"
+            await self._handle_disconnect(session, handler, handler.disconnected)
 
     async def _subscribe(self, handler: LeanHandler, subscription: Any) -> None:
         done = self._loop.create_future()
@@ -237,7 +239,8 @@ class _Broker(Broker):  # type: ignore[misc]
     async def _handle_disconnect(self, client_session: Session, handler: Any, disconnect_waiter: Any) -> None:
         """The end of a connection. Its last will is IoTFlow's (``detach``): no client may subscribe to
         a topic a device publishes, so amqtt's own routing of the will would reach no one."""
-        result = disconnect_waiter.result() if disconnect_waiter.done() else None
+        ended = disconnect_waiter.done() and not disconnect_waiter.cancelled()
+        result = disconnect_waiter.result() if ended else None
         await self._stop_handler(handler)
         if client_session.attributes.get(_HANDLER) is handler:  # not taken over by a newer connection
             client_session.transitions.disconnect()
