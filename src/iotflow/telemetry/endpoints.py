@@ -18,6 +18,7 @@ from iotflow.telemetry.service import (
     latest_answer,
     normalise_aggregation,
     record_dict,
+    record_dicts,
 )
 from iotflow.timeutil import (
     TimestampError,
@@ -153,7 +154,7 @@ async def history(request: Req, device_id: int) -> dict[str, Any]:
         "device_type": device.device_type,
         "start_time": format_ts(start),
         "end_time": format_ts(end),
-        "data": [record_dict(r) for r in records],
+        "data": record_dicts(records),
         "count": len(records),
     }
 
@@ -169,7 +170,7 @@ async def own_history(request: Req) -> dict[str, Any]:
     )
     return {
         "status": "success",
-        "telemetry": [record_dict(r) for r in records],
+        "telemetry": record_dicts(records),
         "count": len(records),
         "limit": limit,
         "start_time": format_ts(start),
@@ -404,7 +405,7 @@ async def device_summary(request: Req, device_id: int) -> dict[str, Any]:
             device, last_seen=last_seen, is_online=online, reported=rt.presence.pending_reported(device_id)
         ),
         "status": {"is_online": online, "last_seen": ts_or_none(last_seen), "status": device.status},
-        "telemetry": {"recent_data": [record_dict(r) for r in records], "count": len(records)},
+        "telemetry": {"recent_data": record_dicts(records), "count": len(records)},
         "configuration": config_dict(await rt.devices.configs(device_id)) if include_config else None,
         "summary_generated_at": format_ts(now),
     }
