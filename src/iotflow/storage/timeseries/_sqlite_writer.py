@@ -94,10 +94,14 @@ _CLEAR_SERIES = (
     "UPDATE series SET count = 0, first_ts = NULL, last_ts = NULL, last_t = NULL, last_v = NULL WHERE id = ?"
 )
 
-_INSERT_HEAD = "INSERT OR IGNORE INTO head(s, ts, t, v) VALUES (?, ?, ?, ?)"
+# Rows bound for head carry the type tag 0 instead of NULL (SQL turns it back into NULL): Python's
+# sqlite3 binds int, float and str directly but looks for an adapter for every None it binds, which
+# cost about a tenth of the writer's time on a float-only batch.
+_NO_TAG = 0
+_INSERT_HEAD = "INSERT OR IGNORE INTO head(s, ts, t, v) VALUES (?, ?, NULLIF(?, 0), ?)"
 _ROWS_PER_INSERT = 50
 _INSERT_HEAD_MANY = "INSERT OR IGNORE INTO head(s, ts, t, v) VALUES " + ", ".join(
-    ["(?, ?, ?, ?)"] * _ROWS_PER_INSERT
+    ["(?, ?, NULLIF(?, 0), ?)"] * _ROWS_PER_INSERT
 )
 
 Row = tuple[int, int, int | None, Any]  # (s, ts, t, v)
@@ -293,7 +297,7 @@ class Writer:
             if type(ts) is not int:
                 ts = _int_ts(ts)
             if ts > last.get(sid, _NO_TS):
-                head.append((sid, ts, t, value))
+                head.append((sid, ts, _NO_TAG if t is None else t, value))
             else:
                 old.append((sid, ts, t, value))
             if not types[sid] & bit:
@@ -338,7 +342,8 @@ class Writer:
             inserted += conn.executemany(_INSERT_HEAD, rows[full:]).rowcount
         if inserted < len(rows):  # rewrites of points still in head: apply them in batch order
             conn.executemany(
-                "UPDATE head SET t = ?, v = ? WHERE s = ? AND ts = ?", [(t, v, s, ts) for s, ts, t, v in rows]
+                "UPDATE head SET t = NULLIF(?, 0), v = ? WHERE s = ? AND ts = ?",
+                [(t, v, s, ts) for s, ts, t, v in rows],
             )
         self._head_count += inserted
         return inserted
