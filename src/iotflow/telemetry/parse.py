@@ -144,10 +144,10 @@ def parse_payload(
             rts = raw.get("timestamp", raw.get("ts"))
             if rts is not None:
                 point_ts = _timestamp(rts, f"{data_prefix}.{key}.timestamp", now_ms, max_future_ms)
-            value = check_value(raw["value"], f"{data_prefix}.{key}.value")
+            value = check_value(raw["value"], data_prefix, key, ".value")
             append(_new(Point, (device_id, key, point_ts, value, unit)))
         else:
-            append(_new(Point, (device_id, key, point_ts, check_value(raw, f"{data_prefix}.{key}"), unit)))
+            append(_new(Point, (device_id, key, point_ts, check_value(raw, data_prefix, key), unit)))
     return Message(points, ts_ms, metadata)
 
 
@@ -172,24 +172,26 @@ def check_key(key: str, prefix: str) -> None:
     _valid_keys.add(key)
 
 
-def check_value(value: Any, field: str) -> Value:
+def check_value(value: Any, prefix: str, key: str, suffix: str = "") -> Value:
+    """The value as stored; an error names the field ``{prefix}.{key}{suffix}`` (built only then: this
+    runs for every reading)."""
     t = type(value)
     if t is float:
         if math.isfinite(value):
             return value + 0.0  # type: ignore[no-any-return]  # -0.0 is kept as 0.0, as the store does
-        raise ValidationFailed(field, "Numbers must be finite")
+        raise ValidationFailed(f"{prefix}.{key}{suffix}", "Numbers must be finite")
     if t is int:
         if INT64_MIN <= value <= INT64_MAX:
             return value  # type: ignore[no-any-return]
-        raise ValidationFailed(field, "Integers must fit in 64 bits")
+        raise ValidationFailed(f"{prefix}.{key}{suffix}", "Integers must fit in 64 bits")
     if t is bool:
         return value  # type: ignore[no-any-return]
     if t is str:
         if len(value) > MAX_STRING_BYTES // 4 and len(value.encode()) > MAX_STRING_BYTES:
-            raise ValidationFailed(field, f"Strings are at most {MAX_STRING_BYTES} bytes")
+            raise ValidationFailed(f"{prefix}.{key}{suffix}", f"Strings are at most {MAX_STRING_BYTES} bytes")
         return value  # type: ignore[no-any-return]
     if t is dict or t is list:
         return value  # type: ignore[no-any-return]
     if value is None:
-        raise ValidationFailed(field, "null is not a telemetry value")
-    raise BadRequest(f"Unsupported value type at {field}")
+        raise ValidationFailed(f"{prefix}.{key}{suffix}", "null is not a telemetry value")
+    raise BadRequest(f"Unsupported value type at {prefix}.{key}{suffix}")
