@@ -672,6 +672,30 @@ def test_configuration_is_published_retained(broker: Broker, api: httpx.Client) 
     stranger.close()
 
 
+def test_a_persistent_session_gets_the_configuration_changed_while_it_was_away(
+    broker: Broker, api: httpx.Client
+) -> None:
+    device = register(api)
+    client_id, topic = f"cfg-{device['id']}", f"{base(device)}/config"
+    first = Device(broker.port, device, client_id=client_id, clean_session=False)
+    assert first.connect() == 0
+    assert first.subscribe(topic)
+    first.close()
+    wait_for(lambda: not is_online(api, device), what="offline after a clean disconnect")
+    r = api.put(
+        f"/api/v1/devices/{device['id']}/configuration",
+        json={"configuration": {"interval": 60}},
+        headers=ADMIN,
+    )
+    assert r.status_code == 200, r.text
+    back = Device(broker.port, device, client_id=client_id, clean_session=False)
+    assert back.connect() == 0 and back.session_present is True  # no new SUBSCRIBE
+    msg = back.messages.get(timeout=10)
+    assert msg.topic == topic and msg.retain
+    assert json.loads(msg.payload)["configuration"]["interval"]["value"] == 60
+    back.close()
+
+
 # ----- abuse ----------------------------------------------------------------------------------------------
 
 

@@ -163,7 +163,10 @@ class DeviceService:
                         revoked.add(cached.id)
         for device_id in revoked:
             for hook in self._recheck_hooks:
-                await hook(device_id)
+                try:
+                    await hook(device_id)
+                except Exception as exc:  # the others still get theirs; this key is out of the cache
+                    log.warning("ending device %s's sessions after a key change failed: %s", device_id, exc)
 
     async def rotate_key(self, device_id: int) -> tuple[Device, str]:
         await self.get(device_id)

@@ -33,8 +33,10 @@ ignores read time-outs); the end of every connection reaches IoTFlow with whethe
 DISCONNECT. A connection takes over a persistent session still live elsewhere and the session stays
 connected (amqtt marked it disconnected when the old connection ended, so commands no longer reached
 the new one). A connection is served by one task that waits for its end, with amqtt's lighter
-per-connection objects of :mod:`iotflow.mqtt.lean`; amqtt's walk over every subscription of the broker
-on each CONNECT (for retained messages, which IoTFlow never keeps) is left out. The last will is
+per-connection objects of :mod:`iotflow.mqtt.lean`. Retained messages (IoTFlow keeps one per configured
+device, its ``config``) go to a new subscription, and to a persistent session that comes back, for its
+own filters and only where the topic ACL lets the client receive them — amqtt walked every subscription
+of the broker on each CONNECT, without that check. The last will is
 IoTFlow's to handle (no client may subscribe to a topic a device publishes, so amqtt's routing of it
 would reach no one). These rely on amqtt internals, hence the pinned amqtt version; the tests cover
 each.
@@ -50,7 +52,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from amqtt.broker import Broker
-from amqtt.contexts import BrokerConfig, ListenerConfig, ListenerType
+from amqtt.contexts import Action, BrokerConfig, ListenerConfig, ListenerType
 from amqtt.errors import BrokerError
 from amqtt.events import BrokerEvents
 from amqtt.mqtt.connack import ConnackPacket
@@ -184,24 +186,36 @@ class _Broker(Broker):  # type: ignore[misc]
         """amqtt's part of an accepted connection, with one task (this one) waiting for its end."""
         client_id = session.client_id
         session.attributes[_HANDLER] = handler
-        if session.transitions.is_connected():  # a persistent session's live connection: take over
-            old_handler = self._sessions[client_id][1]
-            await old_handler.handle_connection_closed()
-            await old_handler.stop()
-        handler.attach(session, reader, writer)
-        self._sessions[client_id] = (session, handler)
-        if not session.transitions.is_connected():
-            session.transitions.connect()
-        try:
+        try:  # however it ends (a failure, the server stopping): no session is left "connected"
+            current = self._sessions.get(client_id)
+            if session.transitions.is_connected() and current is not None and current[0] is session:
+                await current[1].handle_connection_closed()  # a persistent session's live connection:
+                await current[1].stop()  # take it over
+            handler.attach(session, reader, writer)
+            self._sessions[client_id] = (session, handler)
+            if not session.transitions.is_connected():
+                session.transitions.connect()
             await handler.mqtt_connack_authorize(True)
             await self.plugins_manager.fire_event(
                 BrokerEvents.CLIENT_CONNECTED, client_id=client_id, client_session=session
             )
             await handler.start()
             await self._publish_session_retained_messages(session)  # queued while it was away
+            if session.parent:  # a persistent session is back: the retained messages of its filters
+                for topic_filter, qos in self._subscribed(session):
+                    await self._publish_retained_messages_for_subscription((topic_filter, qos), session)
             await handler.disconnected
-        finally:  # however it ended (a failure, the server stopping): no session is left "connected"
+        finally:
             await self._handle_disconnect(session, handler, handler.disconnected)
+
+    def _subscribed(self, session: Session) -> list[tuple[str, int]]:
+        """(filter, granted QoS) of the session's subscriptions."""
+        out = []
+        for topic_filter in self.filters_of(session.client_id):
+            for s, qos in self._subscriptions.get(topic_filter, ()):
+                if s.client_id == session.client_id:
+                    out.append((topic_filter, qos))
+        return out
 
     async def _subscribe(self, handler: LeanHandler, subscription: Any) -> None:
         done = self._loop.create_future()
@@ -233,17 +247,23 @@ class _Broker(Broker):  # type: ignore[misc]
         handler = self._get_handler(session)
         if handler is None:
             return
-        for m in matching:
-            await handler.mqtt_publish(m.topic, m.data, min(qos, m.qos or qos), retain=True)
+        for m in matching:  # in the background: a device slow to acknowledge holds up nothing else
+            if not await self._topic_filtering(session, m.topic, Action.RECEIVE):
+                continue  # (a session taken over by another device's credentials keeps its filters)
+            self._iotflow.handler.spawn(
+                _send_retained(handler, m.topic, bytes(m.data), min(qos, m.qos or qos), session.client_id)
+            )
 
     async def _handle_disconnect(self, client_session: Session, handler: Any, disconnect_waiter: Any) -> None:
         """The end of a connection. Its last will is IoTFlow's (``detach``): no client may subscribe to
         a topic a device publishes, so amqtt's own routing of the will would reach no one."""
         ended = disconnect_waiter.done() and not disconnect_waiter.cancelled()
         result = disconnect_waiter.result() if ended else None
-        await self._stop_handler(handler)
-        if client_session.attributes.get(_HANDLER) is handler:  # not taken over by a newer connection
-            client_session.transitions.disconnect()
+        try:
+            await self._stop_handler(handler)
+        finally:
+            if client_session.attributes.get(_HANDLER) is handler:  # not taken over by a newer one
+                client_session.transitions.disconnect()
         client_id = client_session.client_id
         await self.plugins_manager.fire_event(
             BrokerEvents.CLIENT_DISCONNECTED, client_id=client_id, client_session=client_session
@@ -255,6 +275,13 @@ class _Broker(Broker):  # type: ignore[misc]
         for server in list(self._servers.values()):
             with contextlib.suppress(Exception):
                 await server.close_instance()
+
+
+async def _send_retained(handler: LeanHandler, topic: str, payload: bytes, qos: int, client_id: Any) -> None:
+    try:
+        await handler.mqtt_publish(topic, payload, qos, retain=True)
+    except Exception as exc:  # no PUBACK in time, the connection gone: it gets it at its next subscription
+        log.debug("retained %s not delivered to %r: %r", topic, client_id, exc)
 
 
 async def _refuse(writer: Any, code: int) -> None:
