@@ -591,6 +591,31 @@ def test_subscriptions_end_with_a_clean_session_and_stay_with_a_persistent_one(
     assert subscription_count(api) == before + 2
 
 
+def test_another_devices_persistent_session_is_not_resumed(broker: Broker, api: httpx.Client) -> None:
+    """Two devices with the same client id (a firmware default): the second starts afresh."""
+    a, b = register(api), register(api)
+    client_id = f"shared-{a['id']}"
+    first = Device(broker.port, a, client_id=client_id, clean_session=False)
+    assert first.connect() == 0
+    assert first.subscribe(f"{base(a)}/commands/#")
+    first.close()
+    wait_for(lambda: not is_online(api, a), what="offline after a clean disconnect")
+    before = subscription_count(api)
+    second = Device(broker.port, b, client_id=client_id, clean_session=False)
+    assert second.connect() == 0
+    assert second.session_present is False
+    assert subscription_count(api) == before - 1  # the first device's subscription went with its session
+    assert second.subscribe(f"{base(b)}/commands/#")
+    assert send_control(api, b, "blink")["status"] == "delivered"
+    assert second.expect(f"{base(b)}/commands/control")["command"] == "blink"
+    assert send_control(api, a, "reboot")["status"] == "pending"
+    second.close()
+    # The first device gets a session of its own again.
+    again = Device(broker.port, a, client_id=client_id, clean_session=False)
+    assert again.connect() == 0 and again.session_present is False
+    again.close()
+
+
 def test_subscribe_and_unsubscribe_are_answered_in_order(broker: Broker, api: httpx.Client) -> None:
     device = register(api)
     client = Device(broker.port, device)

@@ -30,7 +30,9 @@ otherwise drop a device's subscriptions by reusing its client id); a refused con
 CONNACK code (amqtt only knows "not authorized") and leaves no session behind; the keep-alive is
 enforced (1.5 times the client's value, then the connection is closed and its last will published — amqtt
 ignores read time-outs); the end of every connection reaches IoTFlow with whether it was a clean
-DISCONNECT. A connection takes over a persistent session still live elsewhere and the session stays
+DISCONNECT. A persistent session is resumed only by the device it belongs to: another device that
+connects with the same client id (a firmware default, say) ends it and starts afresh, without its
+subscriptions. A connection takes over a persistent session still live elsewhere and the session stays
 connected (amqtt marked it disconnected when the old connection ended, so commands no longer reached
 the new one). A connection is served by one task that waits for its end, with amqtt's lighter
 per-connection objects of :mod:`iotflow.mqtt.lean`. Retained messages (IoTFlow keeps one per configured
@@ -64,7 +66,7 @@ from iotflow.errors import ConfigError
 from iotflow.mqtt import lean, topics
 from iotflow.mqtt.clients import NOT_AUTHORIZED, Client, Refused
 from iotflow.mqtt.handler import MessageHandler
-from iotflow.mqtt.lean import LazyQueue, LeanHandler
+from iotflow.mqtt.lean import LazyQueue, LeanHandler, LeanSession
 from iotflow.mqtt.stats import MqttStats
 from iotflow.timeutil import format_ts
 
@@ -176,11 +178,26 @@ class _Broker(Broker):  # type: ignore[misc]
             existing = self._sessions.get(client_session.client_id)
             if existing is not None and existing[0] is not client_session:
                 await self._cleanup_session(client_session.client_id)  # take-over: close the old one
+        elif self._of_another_device(client_session, client):
+            # Another device's persistent session under the same client id is not this one's to
+            # resume: it ends (with its connection, if live) and this connection starts afresh.
+            await self._cleanup_session(client_session.client_id)
+            client_session = _fresh(client_session)
         self._iotflow.attach(client, client_session, handler)
         try:
             await self._serve(client_session, handler, reader, writer)
         finally:
             await self._iotflow.detach(handler, clean=False)
+
+    def _of_another_device(self, session: Session, client: Client) -> bool:
+        last = session.attributes.get(CLIENT_KEY)
+        return (
+            isinstance(last, Client)
+            and last.device is not None
+            and client.device is not None
+            and last.device.id != client.device.id
+            and self._sessions.get(session.client_id, (None, None))[0] is session
+        )
 
     async def _serve(self, session: Session, handler: LeanHandler, reader: Any, writer: Any) -> None:
         """amqtt's part of an accepted connection, with one task (this one) waiting for its end."""
@@ -282,6 +299,32 @@ async def _send_retained(handler: LeanHandler, topic: str, payload: bytes, qos: 
         await handler.mqtt_publish(topic, payload, qos, retain=True)
     except Exception as exc:  # no PUBACK in time, the connection gone: it gets it at its next subscription
         log.debug("retained %s not delivered to %r: %r", topic, client_id, exc)
+
+
+_CONNECT_FIELDS = (
+    "client_id",
+    "clean_session",
+    "will_flag",
+    "will_message",
+    "will_qos",
+    "will_retain",
+    "will_topic",
+    "keep_alive",
+    "username",
+    "password",
+    "remote_address",
+    "remote_port",
+    "ssl_object",
+)
+
+
+def _fresh(session: Session) -> Session:
+    """A new session with the CONNECT's fields (amqtt copied them onto the session it found)."""
+    fresh = LeanSession()
+    for name in _CONNECT_FIELDS:
+        setattr(fresh, name, getattr(session, name))
+    fresh.parent = 0  # CONNACK: no session present
+    return fresh
 
 
 async def _refuse(writer: Any, code: int) -> None:
