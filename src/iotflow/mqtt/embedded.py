@@ -235,14 +235,16 @@ class _Broker(Broker):  # type: ignore[misc]
         return out
 
     async def _subscribe(self, handler: LeanHandler, subscription: Any) -> None:
-        done = self._loop.create_future()
-        done.set_result(subscription)
-        await self._handle_subscription(handler.session, handler, done)
+        await self._handle_subscription(handler.session, handler, self._resolved(subscription))
 
     async def _unsubscribe(self, handler: LeanHandler, unsubscription: Any) -> None:
-        done = self._loop.create_future()
-        done.set_result(unsubscription)
-        await self._handle_unsubscription(handler.session, handler, done)
+        await self._handle_unsubscription(handler.session, handler, self._resolved(unsubscription))
+
+    def _resolved(self, value: Any) -> asyncio.Future[Any]:
+        """amqtt's (un)subscription handlers take the waiter their queue gave: here, a done future."""
+        done: asyncio.Future[Any] = self._loop.create_future()
+        done.set_result(value)
+        return done
 
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Session

@@ -267,7 +267,7 @@ _new = tuple.__new__
 def _fetch_rows(
     conn: sqlite3.Connection, sid: int, sources: list[Source], need: int, desc: bool
 ) -> list[Any]:
-    """Up to ``need`` (ts, t, v) rows, source by source (``sources`` already in read order)."""
+    """Up to ``need`` (ts, t, v, ts as text) rows, source by source (``sources`` already in read order)."""
     order = "DESC" if desc else "ASC"
     out: list[Any] = []
     for name, a, b in sources:
