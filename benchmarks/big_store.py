@@ -267,10 +267,14 @@ def thread_count(pid: int) -> int:
 
 
 def child_pids(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
+    """The processes started by any thread of ``pid``."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return sorted(set(out))
 
 
 def mb(kib: int) -> float:
@@ -477,15 +481,22 @@ def _measure(cfg: Config, server: ServerProcess) -> tuple[dict[str, dict[str, An
         "ok": points_now >= acknowledged,
     }
     mem = memory_kib(server.pid)
+    # The read processes (IOTFLOW_READ_PROCESSES) count too; RSS counts their shared library pages
+    # once per process, so the sum errs on the high side.
+    children = {pid: memory_kib(pid).get("VmRSS", 0) for pid in child_pids(server.pid)}
+    total_kib = mem["VmRSS"] + sum(children.values())
     details["memory"] = {
         "kib_at_start": mem_start,
         "kib_at_start_of_fill": mem_before,
         "kib_after_fill": mem_after_fill,
         "kib_after_reads": mem,
         "threads": thread_count(server.pid),
-        "child_processes": child_pids(server.pid),
+        "child_processes_vmrss_kib": children,
     }
-    log(f"memory: VmRSS {mb(mem['VmRSS'])} MB, VmHWM {mb(mem['VmHWM'])} MB at {points_now:,} points")
+    log(
+        f"memory: VmRSS {mb(mem['VmRSS'])} MB (with {len(children)} read processes: {mb(total_kib)} MB), "
+        f"VmHWM {mb(mem['VmHWM'])} MB at {points_now:,} points"
+    )
 
     data_dir = server.tmp / "data"
     live = disk_figures(data_dir, points_now)
@@ -540,17 +551,20 @@ def _measure(cfg: Config, server: ServerProcess) -> tuple[dict[str, dict[str, An
         },
         "P8": {
             "what": P8_WHAT,
-            "value": mb(mem["VmRSS"]),
+            "value": mb(total_kib),
             "target": P8_TARGET_MB,
-            "pass": mb(mem["VmRSS"]) <= P8_TARGET_MB,
+            "pass": mb(total_kib) <= P8_TARGET_MB,
             "unit": "MB",
+            "server_mb": mb(mem["VmRSS"]),
+            "read_processes_mb": [mb(kib) for kib in children.values()],
             "peak_mb": mb(mem["VmHWM"]),
             "anon_mb": mb(mem.get("RssAnon", 0)),
             "file_mb": mb(mem.get("RssFile", 0)),
             "stored_points": points_now,
             "devices": len(fleet),
-            "note": "VmRSS of the server process (MB = 10^6 bytes) after the fill, the full-store run "
-            "and reads of every device's latest values; peak_mb is VmHWM; file_mb counts pages of "
+            "note": "VmRSS of the server process plus that of its read processes (MB = 10^6 bytes) "
+            "after the fill, the full-store run and reads of every device's latest values, history and "
+            "aggregates; peak_mb is the server's VmHWM; file_mb (the server's) counts pages of "
             "memory-mapped files (the interpreter's libraries; the store does not map the database)",
         },
     }

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     timeseries_chunk_hours: int = Field(
         24, ge=1, le=24 * 366, validation_alias=AliasChoices("IOTFLOW_TIMESERIES_CHUNK_HOURS")
     )
+    # History and aggregate reads of the SQLite store run in this many processes of their own
+    # (0: threads of the server process). See docs/performance.md.
+    read_processes: int = Field(2, ge=0, le=32, validation_alias=AliasChoices("IOTFLOW_READ_PROCESSES"))
 
     workers: int = Field(1, ge=1, validation_alias=AliasChoices("IOTFLOW_WORKERS"))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(

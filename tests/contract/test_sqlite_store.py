@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from iotflow.errors import ServiceUnavailable
 from iotflow.storage.timeseries.base import Point
 from iotflow.storage.timeseries.sqlite import SqliteTimeseriesStore
 
@@ -52,3 +57,93 @@ def test_wal_starts_over_under_a_steady_stream_of_commits(tmp_path: Path) -> Non
             await store.close()
 
     assert asyncio.run(count()) == written
+
+
+# -- read processes ---------------------------------------------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+def _wait_until(check: Callable[[], bool], seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()
+
+
+def test_a_killed_read_process_is_replaced_and_close_ends_them(tmp_path: Path) -> None:
+    """A read process killed with SIGKILL costs at most the requests it held (a clear 503, no hang);
+    the next read starts another. ``close`` ends every read process."""
+    path = str(tmp_path / "telemetry.db")
+    points = [Point(1, "t", T0 + i * 1000, float(i), None) for i in range(500)]
+
+    async def run() -> list[int]:
+        store = SqliteTimeseriesStore(path, read_processes=1)
+        await store.open()
+        try:
+            await store.write_batch(points)
+            want = await store.query_json(1, start_ms=T0, end_ms=T0 + 10**6, limit=1000)
+            assert want[1] == 500
+            procs = store._procs
+            assert procs is not None
+            (first,) = procs.pids()
+            os.kill(first, signal.SIGKILL)
+            try:  # in flight while the process dies, or sent after: an answer or a 503, in time
+                got = await asyncio.wait_for(
+                    store.query_json(1, start_ms=T0, end_ms=T0 + 10**6, limit=1000), 10
+                )
+                assert got == want
+            except ServiceUnavailable:
+                pass
+            got = await asyncio.wait_for(store.query_json(1, start_ms=T0, end_ms=T0 + 10**6, limit=1000), 10)
+            assert got == want
+            (second,) = procs.pids()
+            assert second != first
+            return [first, second]
+        finally:
+            await store.close()
+
+    first, second = asyncio.run(run())
+    assert not _alive(first)
+    assert _wait_until(lambda: not _alive(second)), "close() left a read process running"
+
+
+_SERVER = """
+import asyncio, sys
+from iotflow.storage.timeseries.base import Point
+from iotflow.storage.timeseries.sqlite import SqliteTimeseriesStore
+
+async def main():
+    store = SqliteTimeseriesStore(sys.argv[1], read_processes=2)
+    await store.open()
+    await store.write_batch([Point(1, "t", 1_700_000_000_000, 1.5, None)])
+    for _ in range(4):  # both processes started
+        await store.aggregate(1, "t", "mean", start_ms=0, end_ms=2 * 10**12, window_ms=None)
+    print(*store._procs.pids(), flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def test_read_processes_end_with_a_server_killed_with_sigkill(tmp_path: Path) -> None:
+    """The read processes never outlive the process that started them, even one killed with -9."""
+    server = subprocess.Popen(
+        [sys.executable, "-c", _SERVER, str(tmp_path / "telemetry.db")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        pids = [int(x) for x in server.stdout.readline().split()]
+        assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+    finally:
+        server.kill()
+        server.wait()
+    assert _wait_until(lambda: not any(_alive(pid) for pid in pids)), "a read process outlived its server"

@@ -30,6 +30,7 @@ from iotflow.storage.timeseries.base import (
     Record,
     TimeseriesStore,
     Value,
+    records_json,
 )
 from iotflow.storage.timeseries.sqlite import SqliteTimeseriesStore
 from iotflow.timeutil import format_ts
@@ -50,6 +51,10 @@ FACTORIES: dict[str, Callable[[Path], TimeseriesStore]] = {
     # The same store reading row by row, as it does where SQLite cannot print REALs exactly.
     "sqlite-rows": lambda tmp: SqliteTimeseriesStore(
         str(tmp / "telemetry.db"), chunk_ms=HOUR, head_rows=64, packed_reads=False
+    ),
+    # History and aggregates read in processes of their own (the server's default).
+    "sqlite-processes": lambda tmp: SqliteTimeseriesStore(
+        str(tmp / "telemetry.db"), chunk_ms=HOUR, head_rows=64, read_processes=2
     ),
 }
 
@@ -118,6 +123,12 @@ def expected_records(
             by_ts.setdefault(p.ts_ms, {})[p.key] = typed(p.value)
     ordered = sorted(by_ts.items(), reverse=order == "desc")
     return ordered[offset : offset + limit]
+
+
+async def assert_json_matches(s: TimeseriesStore, device_id: int, **query: Any) -> None:
+    """``query_json`` answers exactly the JSON of ``query``'s records, and their number."""
+    records = await s.query(device_id, **query)
+    assert await s.query_json(device_id, **query) == (records_json(records), len(records)), query
 
 
 def grid(
@@ -194,6 +205,9 @@ class TestTimeseriesStoreContract:
             assert new == len(values)
             records = await s.query(1, start_ms=T0, end_ms=T0, limit=10)
             assert typed_records(records) == [(T0, {k: typed(v) for k, v in values.items()})]
+            await assert_json_matches(s, 1, start_ms=T0, end_ms=T0, limit=10)
+            for key in values:  # one key: a different path
+                await assert_json_matches(s, 1, keys=[key], start_ms=T0, end_ms=T0, limit=10)
             latest = await s.latest(1)
             assert {k: typed(lv.value) for k, lv in latest.items()} == {
                 k: typed(v) for k, v in values.items()
@@ -466,6 +480,7 @@ class TestTimeseriesStoreContract:
                     got = await s.query(1, order=order, **case)
                     want = expected_records(points, 1, order=order, **case)
                     assert typed_records(got) == want, (case, order)
+                    await assert_json_matches(s, 1, order=order, **case)
                 window = {k: case[k] for k in ("keys", "start_ms", "end_ms")}
                 full = expected_records(points, 1, order="asc", limit=10**9, offset=0, **window)
                 assert await s.count_records(1, **window) == len(full), case

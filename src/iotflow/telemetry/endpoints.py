@@ -145,7 +145,7 @@ async def history(request: Req, device_id: int) -> dict[str, Any]:
     device = await _device(request, device_id)
     start, end = time_range(request, default_start=HOUR, device_id=device_id)
     limit = query_int(request, "limit", 1000, lo=1, hi=10_000)
-    records = await rt.telemetry.history(
+    data, count = await rt.telemetry.history_json(
         device_id, keys=query_keys(request), start_ms=start, end_ms=end, limit=limit, order=_order(request)
     )
     return {
@@ -154,8 +154,8 @@ async def history(request: Req, device_id: int) -> dict[str, Any]:
         "device_type": device.device_type,
         "start_time": format_ts(start),
         "end_time": format_ts(end),
-        "data": record_dicts(records),
-        "count": len(records),
+        "data": data,
+        "count": count,
     }
 
 
@@ -165,13 +165,13 @@ async def own_history(request: Req) -> dict[str, Any]:
     auth = await require_device(request)
     start, end = time_range(request, default_start=DAY, device_id=auth.id)
     limit = query_int(request, "limit", 100, lo=1, hi=1000)
-    records = await rt.telemetry.history(
+    data, count = await rt.telemetry.history_json(
         auth.id, keys=query_keys(request), start_ms=start, end_ms=end, limit=limit, order=_order(request)
     )
     return {
         "status": "success",
-        "telemetry": record_dicts(records),
-        "count": len(records),
+        "telemetry": data,
+        "count": count,
         "limit": limit,
         "start_time": format_ts(start),
         "end_time": format_ts(end),

@@ -6,6 +6,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
 
+import msgspec
+
 from iotflow.cache.base import Cache, DeviceAuth
 from iotflow.config import Settings
 from iotflow.devices.service import DeviceService
@@ -212,6 +214,27 @@ class TelemetryService:
             offset=offset,
             order="asc" if order == "asc" else "desc",
         )
+
+    async def history_json(
+        self,
+        device_id: int,
+        *,
+        keys: Sequence[str] | None,
+        start_ms: int,
+        end_ms: int,
+        limit: int,
+        order: str = "desc",
+    ) -> tuple[msgspec.Raw, int]:
+        """:meth:`history` as the JSON array of ``record_dicts``, already encoded, and its length."""
+        text, count = await self.store.query_json(
+            device_id,
+            keys=keys,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            limit=limit,
+            order="asc" if order == "asc" else "desc",
+        )
+        return msgspec.Raw(text), count
 
     async def latest(self, device_id: int, keys: Sequence[str] | None = None) -> dict[str, LatestValue]:
         """Served from the cache; a miss reads the store and fills the cache."""

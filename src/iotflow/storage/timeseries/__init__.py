@@ -14,7 +14,11 @@ def get_timeseries_store(settings: Settings) -> TimeseriesStore:
 
         path = sqlite_path(url)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return SqliteTimeseriesStore(str(path), chunk_ms=settings.timeseries_chunk_hours * 3_600_000)
+        return SqliteTimeseriesStore(
+            str(path),
+            chunk_ms=settings.timeseries_chunk_hours * 3_600_000,
+            read_processes=settings.read_processes,
+        )
     raise ConfigError(
         f"IOTFLOW_TIMESERIES_URL: no telemetry store for {url.split(':', 1)[0]!r} in this version "
         "(supported: sqlite)"

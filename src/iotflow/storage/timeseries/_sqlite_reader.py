@@ -14,9 +14,9 @@ import math
 import random
 import sqlite3
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import repeat
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
@@ -31,7 +31,11 @@ from iotflow.storage.timeseries._sqlite_codec import (
     table,
     type_names,
 )
-from iotflow.storage.timeseries.base import Bucket, LatestValue, Record, SeriesInfo, Value
+from iotflow.storage.timeseries.base import Bucket, LatestValue, Record, SeriesInfo, Value, records_json
+from iotflow.timeutil import format_ts
+
+T = TypeVar("T")
+_encode = msgspec.json.Encoder().encode
 
 
 class Layout(NamedTuple):
@@ -48,6 +52,40 @@ def layout(conn: sqlite3.Connection, chunk_ms: int, *, packed: bool = True) -> L
     names = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'ts%'")
     chunks = (parse_table(name) for (name,) in names)
     return Layout(tuple(sorted(c for c in chunks if c is not None)), chunk_ms, packed)
+
+
+class LayoutCache:
+    """The layout one reader connection listed last, and the schema version it was listed at."""
+
+    __slots__ = ("layout", "version")
+
+    def __init__(self) -> None:
+        self.version: int | None = None
+        self.layout: Layout | None = None
+
+
+def run_read(
+    conn: sqlite3.Connection,
+    cache: LayoutCache,
+    chunk_ms: int,
+    packed: bool,
+    fn: Callable[..., T],
+    args: tuple[Any, ...],
+    chunks: bool,
+) -> T:
+    """``fn(conn, *args)`` (``fn(conn, layout, *args)`` with ``chunks``) in one read transaction (a
+    consistent snapshot) of ``conn``. The layout is listed again only when the schema changed."""
+    conn.execute("BEGIN")
+    try:
+        if not chunks:
+            return fn(conn, *args)
+        version = conn.execute("PRAGMA schema_version").fetchone()[0]
+        if cache.layout is None or cache.version != version:
+            cache.layout, cache.version = layout(conn, chunk_ms, packed=packed), version
+        return fn(conn, cache.layout, *args)
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
 
 
 def reals_round_trip() -> bool:
@@ -172,6 +210,20 @@ def query(
             _new(Record, (ts, {key: v if t is None else decode(t, v)}, text or None))
             for ts, t, v, text in rows
         ]
+    return _merged(conn, layout, series, start_ms, end_ms, need, offset, desc)
+
+
+def _merged(
+    conn: sqlite3.Connection,
+    layout: Layout,
+    series: list[_Series],
+    start_ms: int,
+    end_ms: int,
+    need: int,
+    offset: int,
+    desc: bool,
+) -> list[Record]:
+    """The records of several series: their points merged by timestamp."""
     records: dict[int, dict[str, Value]] = {}
     texts: dict[int, str] = {}
     lo, hi = start_ms, end_ms
@@ -192,6 +244,36 @@ def query(
             else:
                 hi = min(hi, rows[-1][0])
     return [Record(ts, records[ts], texts[ts] or None) for ts in sorted(records, reverse=desc)[offset:need]]
+
+
+def query_json(
+    conn: sqlite3.Connection,
+    layout: Layout,
+    device_id: int,
+    keys: Sequence[str] | None,
+    start_ms: int,
+    end_ms: int,
+    limit: int,
+    offset: int,
+    desc: bool,
+) -> tuple[bytes, int]:
+    """:func:`query`'s records as a JSON array (see ``records_json``), and how many there are."""
+    if offset < 0:
+        raise ValueError("offset must not be negative")
+    if limit <= 0 or start_ms > end_ms:
+        return b"[]", 0
+    series = _series(conn, device_id, keys, head_counts=False)
+    if len(series) == 1:  # the record dicts straight from the rows (no Record in between)
+        s = series[0]
+        key = s.key
+        rows = _fetch(conn, layout, s, start_ms, end_ms, offset + limit, desc)[offset:]
+        dicts = [
+            {"timestamp": text or format_ts(ts), key: v if t is None else decode(t, v)}
+            for ts, t, v, text in rows
+        ]
+        return _encode(dicts), len(dicts)
+    records = _merged(conn, layout, series, start_ms, end_ms, offset + limit, offset, desc)
+    return records_json(records), len(records)
 
 
 def _fetch(

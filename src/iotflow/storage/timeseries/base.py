@@ -14,6 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple, Protocol, TypeAlias
 
+import msgspec
+
+from iotflow.timeutil import format_ts
+
 JsonValue: TypeAlias = dict[str, Any] | list[Any]
 Value: TypeAlias = float | int | bool | str | JsonValue
 
@@ -40,6 +44,14 @@ class Record(NamedTuple):
     # ``ts_ms`` already in the API's ISO 8601 form, when the store formatted it while reading
     # (the SQLite store does, off the event loop); None otherwise.
     timestamp: str | None = None
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def records_json(records: Sequence[Record]) -> bytes:
+    """Records as the API's JSON array: ``[{"timestamp": ISO 8601, key: value, ...}, ...]``."""
+    return _encode([{"timestamp": r.timestamp or format_ts(r.ts_ms), **r.values} for r in records])
 
 
 class LatestValue(NamedTuple):
@@ -105,6 +117,22 @@ class TimeseriesStore(Protocol):
 
         ``limit``/``offset`` count records, not points. Only the given keys if ``keys`` is set.
         """
+
+    async def query_json(
+        self,
+        device_id: int,
+        *,
+        keys: Sequence[str] | None = None,
+        start_ms: int,
+        end_ms: int,
+        limit: int,
+        offset: int = 0,
+        order: Order = "desc",
+    ) -> tuple[bytes, int]:
+        """:meth:`query`'s records as the API's JSON array (:func:`records_json`), and their number.
+
+        The history endpoints answer with it as it is, so a store may build it wherever is cheapest
+        (the SQLite store does in its reader, off the event loop)."""
 
     async def count_records(
         self, device_id: int, *, keys: Sequence[str] | None = None, start_ms: int, end_ms: int

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 from iotflow.storage.timeseries import _sqlite_reader as reader
 from iotflow.storage.timeseries._sqlite_checkpoint import Checkpointer
+from iotflow.storage.timeseries._sqlite_procs import ReadProcesses
 from iotflow.storage.timeseries._sqlite_writer import Writer, connect
 from iotflow.storage.timeseries.base import (
     AGGREGATE_FUNCS,
@@ -53,6 +54,7 @@ from iotflow.storage.timeseries.base import (
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
+_new = tuple.__new__
 _READERS = 2
 _READER_CACHE_KIB = 32768
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -71,9 +73,12 @@ class SqliteTimeseriesStore:
         synchronous: str = "NORMAL",
         head_rows: int = 20_000,
         packed_reads: bool | None = None,
+        read_processes: int = 0,
     ) -> None:
         if chunk_ms <= 0 or head_rows <= 0:
             raise ValueError("chunk_ms and head_rows must be positive")
+        if read_processes < 0:
+            raise ValueError("read_processes must not be negative")
         if synchronous.upper() not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
         self.path = path
@@ -87,6 +92,9 @@ class SqliteTimeseriesStore:
         self._state = "new"  # new → open → closed
         # Reads answer in one packed row when this SQLite prints REALs exactly (None: find out at open)
         self._packed = packed_reads
+        # History and aggregate reads in their own processes (see ``_sqlite_procs``); 0: threads
+        self._read_processes = read_processes
+        self._procs: ReadProcesses | None = None
 
     @property
     def chunk_ms(self) -> int:
@@ -113,6 +121,8 @@ class SqliteTimeseriesStore:
             await asyncio.to_thread(self._shutdown)
             raise
         self._checkpointer.start()
+        if self._read_processes:
+            self._procs = ReadProcesses(self.path, self._writer.chunk_ms, self._read_processes)
         self._state = "open"
 
     async def close(self) -> None:
@@ -120,6 +130,8 @@ class SqliteTimeseriesStore:
             return
         was_open = self._state == "open"
         self._state = "closed"
+        if self._procs is not None:
+            await self._procs.close()
         if was_open and self._write_pool is not None:
             # Queued behind every write submitted before close(): they all finish first.
             await asyncio.get_running_loop().run_in_executor(self._write_pool, self._writer.close)
@@ -161,23 +173,12 @@ class SqliteTimeseriesStore:
         conn: sqlite3.Connection | None = getattr(local, "conn", None)
         if conn is None:
             conn = connect(self.path, synchronous="NORMAL", cache_kib=_READER_CACHE_KIB, readonly=True)
-            local.conn, local.layout = conn, (None, None)
+            local.conn, local.layout = conn, reader.LayoutCache()
             with self._lock:
                 self._reader_conns.append(conn)
-        conn.execute("BEGIN")
-        try:
-            if not chunks:
-                return fn(conn, *args)
-            # The chunk tables of this very snapshot: the schema version tells when to list them again.
-            version = conn.execute("PRAGMA schema_version").fetchone()[0]
-            cached_version, layout = local.layout
-            if layout is None or cached_version != version:
-                layout = reader.layout(conn, self._writer.chunk_ms, packed=bool(self._packed))
-                local.layout = (version, layout)
-            return fn(conn, layout, *args)
-        finally:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+        return reader.run_read(
+            conn, local.layout, self._writer.chunk_ms, bool(self._packed), fn, args, chunks
+        )
 
     # -- API ---------------------------------------------------------------------------------
 
@@ -208,6 +209,34 @@ class SqliteTimeseriesStore:
             reader.query, device_id, keys, start_ms, end_ms, limit, offset, desc, chunks=True
         )
 
+    async def query_json(
+        self,
+        device_id: int,
+        *,
+        keys: Sequence[str] | None = None,
+        start_ms: int,
+        end_ms: int,
+        limit: int,
+        offset: int = 0,
+        order: Order = "desc",
+    ) -> tuple[bytes, int]:
+        if order not in ("asc", "desc"):
+            raise ValueError(f"order must be 'asc' or 'desc', not {order!r}")
+        args = (
+            device_id,
+            list(keys) if keys is not None else None,
+            start_ms,
+            end_ms,
+            limit,
+            offset,
+            order == "desc",
+        )
+        if self._procs is not None:
+            self._check_open()
+            text, count = await self._procs.call("query_json", *args)
+            return bytes(text), int(count)
+        return await self._read(reader.query_json, *args, chunks=True)
+
     async def count_records(
         self, device_id: int, *, keys: Sequence[str] | None = None, start_ms: int, end_ms: int
     ) -> int:
@@ -228,9 +257,11 @@ class SqliteTimeseriesStore:
     ) -> list[Bucket]:
         if func not in AGGREGATE_FUNCS:
             raise ValueError(f"unknown aggregate function: {func!r}")
-        return await self._read(
-            reader.aggregate, device_id, key, func, start_ms, end_ms, window_ms, chunks=True
-        )
+        args = (device_id, key, func, start_ms, end_ms, window_ms)
+        if self._procs is not None:
+            self._check_open()
+            return [_new(Bucket, row) for row in await self._procs.call("aggregate", *args)]
+        return await self._read(reader.aggregate, *args, chunks=True)
 
     async def keys(self, device_id: int) -> list[SeriesInfo]:
         return await self._read(reader.keys, device_id)

@@ -1,0 +1,158 @@
+"""Read processes: the history and aggregate reads of the SQLite store, in their own interpreters.
+
+A reader thread shares the server's interpreter lock with the event loop. Under load it waits for
+the loop at every SQLite step, which is why in-process reads pack their answer into one row with
+SQLite's (slow) text formatting, and the records it returns are then turned into the API's JSON
+on the loop. A read process steps freely, builds the JSON itself, and hands the server finished
+bytes: a 1,000-point history costs the server's interpreter a pipe read instead of milliseconds.
+
+The processes (``_sqlite_worker``) start on the first read that needs one and are started again
+when one has died; each takes one request at a time, and a request goes to the process with the
+fewest waiting. They read the same file through WAL, so a read sees every batch committed before
+it began, as a reader thread does. Each ends when its stdin closes: at :meth:`ReadProcesses.close`,
+or when the server itself dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from iotflow.errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+_MODULE = "iotflow.storage.timeseries._sqlite_worker"
+_SRC = str(Path(__file__).resolve().parents[3])  # the directory that holds the iotflow package
+_FRAME_LIMIT = 1 << 30
+
+
+# What a request costs its process, roughly, in units of a 1,000-point history: a request goes to the
+# process with the least work waiting, so that a history does not queue behind a 30-day aggregate
+# when the other process is free.
+COSTS = {"query_json": 1, "aggregate": 15}
+
+
+class _Proc:
+    """One read process and the requests it has yet to answer, in the order it answers them."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.waiting: deque[tuple[asyncio.Future[Any], int]] = deque()
+        self.load = 0  # the costs of the waiting requests
+        self.alive = True
+        self.task: asyncio.Task[None] | None = None
+
+
+class ReadProcesses:
+    def __init__(self, path: str, chunk_ms: int, count: int) -> None:
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        self.path = path
+        self.chunk_ms = chunk_ms
+        self.count = count
+        self._procs: list[_Proc] = []
+        self._starting: asyncio.Lock | None = None
+        self._closed = False
+        self._encode = msgspec.msgpack.Encoder().encode
+        self._decode = msgspec.msgpack.Decoder().decode
+
+    def pids(self) -> list[int]:
+        return [p.proc.pid for p in self._procs if p.alive]
+
+    async def call(self, op: str, *args: Any) -> Any:
+        """Run ``op`` in a read process; raises ServiceUnavailable when the process dies meanwhile."""
+        if self._closed:
+            raise RuntimeError("time-series store is closed")
+        if len(self._procs) < self.count or not all(p.alive for p in self._procs):
+            await self._start()
+        proc = min(self._procs, key=lambda p: p.load)
+        body = self._encode([op, args])
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        cost = COSTS.get(op, 1)
+        proc.waiting.append((future, cost))
+        proc.load += cost
+        stdin = proc.proc.stdin
+        assert stdin is not None
+        stdin.write(len(body).to_bytes(4, "big") + body)
+        ok, result = await future
+        if ok:
+            return result
+        kind, _, message = str(result).partition(": ")
+        raise (ValueError if kind == "ValueError" else RuntimeError)(message or kind)
+
+    async def _start(self) -> None:
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            self._procs = [p for p in self._procs if p.alive]
+            while len(self._procs) < self.count and not self._closed:
+                self._procs.append(await self._spawn())
+
+    async def _spawn(self) -> _Proc:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (_SRC, env.get("PYTHONPATH"))))
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            _MODULE,
+            self.path,
+            str(self.chunk_ms),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+            limit=_FRAME_LIMIT,
+        )
+        proc = _Proc(process)
+        proc.task = asyncio.create_task(self._answers(proc), name=f"ts-read-process-{process.pid}")
+        return proc
+
+    async def _answers(self, proc: _Proc) -> None:
+        stdout = proc.proc.stdout
+        assert stdout is not None
+        try:
+            while True:
+                head = await stdout.readexactly(4)
+                answer = self._decode(await stdout.readexactly(int.from_bytes(head, "big")))
+                future, cost = proc.waiting.popleft()
+                proc.load -= cost
+                if not future.done():  # not cancelled meanwhile
+                    future.set_result(answer)
+        except (asyncio.IncompleteReadError, ConnectionError, IndexError, msgspec.DecodeError) as exc:
+            if not self._closed:
+                log.warning("telemetry read process %s stopped (%s); starting another", proc.proc.pid, exc)
+        finally:
+            proc.alive = False
+            while proc.waiting:
+                future, _ = proc.waiting.popleft()
+                if not future.done():
+                    future.set_exception(
+                        ServiceUnavailable("The telemetry reader stopped during this request; try again")
+                    )
+            with contextlib.suppress(ProcessLookupError):
+                proc.proc.kill()
+            await proc.proc.wait()
+
+    async def close(self) -> None:
+        """End every process: stdin closes, each finishes its request and exits (killed after 5 s)."""
+        self._closed = True
+        procs, self._procs = self._procs, []
+        for proc in procs:
+            if proc.proc.stdin is not None:
+                proc.proc.stdin.close()
+        for proc in procs:
+            try:
+                await asyncio.wait_for(proc.proc.wait(), 5)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.proc.kill()
+            if proc.task is not None:
+                await proc.task
