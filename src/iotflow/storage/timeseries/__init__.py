@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from iotflow.config import Settings, sqlite_path
+from typing import TYPE_CHECKING
+
 from iotflow.errors import ConfigError
 from iotflow.storage.timeseries.base import TimeseriesStore
 
+if TYPE_CHECKING:  # not imported at run time: the store's read processes import this package
+    from iotflow.config import Settings
+
 
 def get_timeseries_store(settings: Settings) -> TimeseriesStore:
+    from iotflow.config import sqlite_path
+
     url = settings.effective_timeseries_url
     if url.startswith("sqlite"):
         from iotflow.storage.timeseries.sqlite import SqliteTimeseriesStore
