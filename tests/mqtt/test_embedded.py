@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -18,7 +19,9 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
+from amqtt.adapters import StreamReaderAdapter
 
+from iotflow.mqtt.lean import LeanHandler, LeanSession
 from tests.conftest import ADMIN, HIGH_RATE_LIMITS, key_headers, register
 from tests.server import Server, free_port
 
@@ -562,6 +565,48 @@ def test_a_persistent_session_keeps_its_subscription(broker: Broker, api: httpx.
     wait_for(lambda: send_control(api, device, "ping")["status"] == "delivered", what="delivered")
     assert third.expect(f"{base(device)}/commands/control")["command"] == "ping"
     third.close()
+
+
+class _Plugins:
+    async def fire_event(self, *_args: Any, **_kwargs: Any) -> None:
+        return None
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        return None
+
+    async def drain(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def test_a_handler_stops_when_a_packet_comes_as_it_is_stopped() -> None:
+    """The old connection of a take-over sends a packet just then: its handler still stops (and the new
+    connection gets its CONNACK). amqtt's reader waits for a packet with asyncio.wait_for, which on
+    Python 3.11 swallows the cancellation when the packet is already read."""
+
+    async def nothing(*_args: Any) -> None:
+        return None
+
+    async def run() -> None:
+        stream = asyncio.StreamReader()
+        session = LeanSession()
+        session.client_id, session.keep_alive = "stopped-mid-packet", 60
+        writer = _Writer()
+        handler = LeanHandler(_Plugins(), nothing, nothing)
+        handler.attach(session, StreamReaderAdapter(stream), writer)
+        await handler.start()
+        stream.feed_data(b"\xc0\x00")  # PINGREQ, read in the same turn of the loop as the stop below
+        await asyncio.wait_for(handler.stop(), 5)
+        assert writer.closed and handler.disconnected.done()
+
+    asyncio.run(run())
 
 
 def subscription_count(api: httpx.Client) -> int:

@@ -14,7 +14,8 @@ wait on those queues for the whole life of the connection. IoTFlow needs none of
   the embedded transport handles them in ``put`` (see :mod:`iotflow.mqtt.embedded`).
 - :class:`LeanHandler` handles SUBSCRIBE and UNSUBSCRIBE where they are read, one at a time and in
   order, instead of queueing them for a task of the broker; its disconnect future exists from the
-  start, so a DISCONNECT read before the connection is fully set up is not missed.
+  start, so a DISCONNECT read before the connection is fully set up is not missed; and its ``stop``
+  does not wait for ever on a reader that missed its cancellation (see :meth:`LeanHandler.stop`).
 
 The broker side (one task per connection that waits for the end of the connection) is
 :class:`iotflow.mqtt.embedded._Broker`. These classes rely on amqtt internals, hence the pinned amqtt
@@ -40,6 +41,7 @@ log = logging.getLogger("iotflow.mqtt")
 
 CONNECTED = "connected"
 DISCONNECTED = "disconnected"
+READER_CANCEL_RETRY_S = 0.1  # how long a stopping handler waits for its reader before cancelling it again
 
 
 class SessionState:
@@ -151,6 +153,19 @@ class LeanHandler(BrokerProtocolHandler):  # type: ignore[misc]
         self._reader_ready = _ALWAYS_SET  # only set again by the reader from now on
 
     async def stop(self) -> None:
+        """amqtt's ``stop``, after making sure the reader task has ended.
+
+        amqtt cancels the reader task once and then waits for it to end. But the reader waits for each
+        packet with ``asyncio.wait_for`` (the keep-alive time-out), which before Python 3.12 swallows a
+        cancellation that comes just after a packet arrived: the reader then reads on, and amqtt's
+        ``stop`` waited for ever (a connection taking over a live session never got its CONNACK). So
+        the reader is cancelled again until it has ended.
+        """
+        reader = self._reader_task
+        if reader is not None and reader is not asyncio.current_task():
+            while not reader.done() and not self._reader_stopped.is_set():
+                reader.cancel()
+                await asyncio.wait([reader], timeout=READER_CANCEL_RETRY_S)
         await ProtocolHandler.stop(self)
         if not self.disconnected.done():
             self.disconnected.set_result(None)
