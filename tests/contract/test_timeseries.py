@@ -668,6 +668,61 @@ class TestTimeseriesStoreContract:
 
         run(store, body)
 
+    def test_aggregates_follow_changes_to_old_data(self, store: TimeseriesStore) -> None:
+        """Aggregates read again after old data changed (a value rewritten, a point backfilled, a range
+        deleted, a non-numeric value and an int among floats added) answer from the data as it is now,
+        whatever a backend remembers of the earlier reads."""
+        start = T0 - T0 % HOUR
+        model: dict[int, Value] = {}
+        # Several readings a minute for 4 hours (every 7 s): chunks of an hour, the newest in the head.
+        for batch_start in range(0, 4 * HOUR, 20 * MINUTE):
+            model.update(
+                {
+                    start + t: math.cos(t / 1e5) * 50
+                    for t in range(batch_start, batch_start + 20 * MINUTE, 7000)
+                }
+            )
+        numeric_points = lambda: [  # noqa: E731
+            (ts, v) for ts, v in sorted(model.items()) if type(v) in (int, float)
+        ]
+        queries = [(start + 12_345, start + 4 * HOUR, w) for w in (7 * MINUTE, HOUR, 25 * MINUTE + 1)] + [
+            (start + HOUR - 1, start + 2 * HOUR + 30 * MINUTE, 10 * MINUTE)
+        ]
+        changes: list[tuple[str, list[Point], tuple[int, int] | None]] = [
+            ("rewrite", [Point(1, "x", start + 5 * MINUTE + 7000 * 3, 1e6)], None),
+            ("backfill", [Point(1, "x", start + 17 * MINUTE + 3, -1e6)], None),
+            ("delete", [], (start + HOUR + 10 * MINUTE + 1, start + HOUR + 40 * MINUTE + 5)),
+            ("text", [Point(1, "x", start + 2 * HOUR + 1, "not a number")], None),
+            ("int", [Point(1, "x", start + 2 * HOUR + 2 * MINUTE + 9, 10**9)], None),
+        ]
+
+        async def check(s: TimeseriesStore, when: str) -> None:
+            for func in ("mean", "min", "max", "count", "sum"):
+                for lo, hi, w in queries:
+                    got = await s.aggregate(
+                        1, "x", cast("AggregateFunc", func), start_ms=lo, end_ms=hi, window_ms=w
+                    )
+                    want = expected_buckets(numeric_points(), func, lo, hi, w)
+                    assert same_buckets(got, want), (when, func, lo - start, hi - start, w)
+
+        async def body(s: TimeseriesStore) -> None:
+            points = [Point(1, "x", ts, v) for ts, v in sorted(model.items())]
+            for i in range(0, len(points), 300):
+                await s.write_batch(points[i : i + 300])
+            await check(s, "written")
+            await check(s, "read again")
+            for what, batch, deleted in changes:
+                if batch:
+                    await s.write_batch(batch)
+                    model.update({p.ts_ms: p.value for p in batch})
+                if deleted is not None:
+                    assert await s.delete(1, keys=["x"], start_ms=deleted[0], end_ms=deleted[1]) > 0
+                    for ts in [ts for ts in model if deleted[0] <= ts <= deleted[1]]:
+                        del model[ts]
+                await check(s, what)
+
+        run(store, body)
+
     def test_aggregate_edge_cases(self, store: TimeseriesStore) -> None:
         async def body(s: TimeseriesStore) -> None:
             await s.write_batch(

@@ -53,11 +53,12 @@ class _Proc:
 
 
 class ReadProcesses:
-    def __init__(self, path: str, chunk_ms: int, count: int) -> None:
+    def __init__(self, path: str, chunk_ms: int, count: int, *, packed: bool) -> None:
         if count < 1:
             raise ValueError("count must be at least 1")
         self.path = path
         self.chunk_ms = chunk_ms
+        self.packed = packed  # whether this SQLite prints REALs exactly (see _sqlite_reader)
         self.count = count
         self._procs: list[_Proc] = []
         self._starting: asyncio.Lock | None = None
@@ -106,6 +107,7 @@ class ReadProcesses:
             _MODULE,
             self.path,
             str(self.chunk_ms),
+            "packed" if self.packed else "rows",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=env,

@@ -574,10 +574,11 @@ def _estimated_points(s: _Series, sources: list[Source]) -> float:
 def _runs(segments: list[Segment]) -> Iterator[tuple[int | None, str, int, int, int | None]]:
     """``(first bucket, table, lo, hi, last bucket)``: consecutive segments of one source merged.
 
-    A segment bucketed in SQL (bucket None) stays on its own."""
+    Only segments of consecutive buckets that cover one unbroken range merge (the merged run is read
+    bucket by bucket over its whole range). A segment bucketed in SQL (bucket None) stays on its own."""
     run: list[Any] | None = None
     for b, name, lo, hi in segments:
-        if run is not None and b is not None and run[1] == name and run[4] == b - 1:
+        if run is not None and b is not None and run[1] == name and run[4] == b - 1 and run[3] + 1 == lo:
             run[3], run[4] = hi, b
             continue
         if run is not None:

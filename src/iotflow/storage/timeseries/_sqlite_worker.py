@@ -1,6 +1,6 @@
 """A read process of the SQLite time-series store (see ``_sqlite_procs``).
 
-    python -m iotflow.storage.timeseries._sqlite_worker PATH CHUNK_MS
+    python -m iotflow.storage.timeseries._sqlite_worker PATH CHUNK_MS packed|rows
 
 Reads requests from stdin and answers each, in order, on stdout. A frame is a 4-byte big-endian
 length and a msgpack array: a request ``[op, args]``, an answer ``[true, result]`` or
@@ -15,26 +15,33 @@ that packed reads need to avoid waiting for the server's interpreter lock costs 
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import msgspec
 
+from iotflow.storage.timeseries import _sqlite_partials as partials
 from iotflow.storage.timeseries import _sqlite_reader as reader
 from iotflow.storage.timeseries._sqlite_writer import connect
 
 CACHE_KIB = 16384  # KiB of SQLite page cache per read process (its RSS is about 20 MB without)
 
-OPS: dict[str, Callable[..., Any]] = {
-    "query_json": reader.query_json,
-    "aggregate": lambda *args: [tuple(b) for b in reader.aggregate(*args)],
-}
 
-
-def serve(path: str, chunk_ms: int, requests: BinaryIO, answers: BinaryIO) -> None:
+def serve(path: str, chunk_ms: int, packed: bool, requests: BinaryIO, answers: BinaryIO) -> None:
+    """Answer requests until ``requests`` ends. ``packed``: aggregates may read their segments in
+    packed statements (this SQLite prints REALs exactly); histories are read row by row."""
     conn = connect(path, synchronous="NORMAL", cache_kib=CACHE_KIB, readonly=True)
-    cache = reader.LayoutCache()
+    minutes = partials.PartialCache()
+
+    def aggregate(conn: sqlite3.Connection, layout: reader.Layout, *args: Any) -> list[tuple[Any, ...]]:
+        return [tuple(b) for b in partials.aggregate(conn, layout, minutes, *args)]
+
+    ops: dict[str, tuple[Callable[..., Any], bool, reader.LayoutCache]] = {
+        "query_json": (reader.query_json, False, reader.LayoutCache()),
+        "aggregate": (aggregate, packed, reader.LayoutCache()),
+    }
     decode = msgspec.msgpack.Decoder().decode
     encode = msgspec.msgpack.Encoder().encode
     try:
@@ -45,7 +52,8 @@ def serve(path: str, chunk_ms: int, requests: BinaryIO, answers: BinaryIO) -> No
             body = requests.read(int.from_bytes(head, "big"))
             try:
                 op, args = decode(body)
-                result = reader.run_read(conn, cache, chunk_ms, False, OPS[op], tuple(args), True)
+                fn, packed_op, layouts = ops[op]
+                result = reader.run_read(conn, layouts, chunk_ms, packed_op, fn, tuple(args), True)
                 frame = encode([True, result])
             except Exception as exc:  # answered to the server, which raises it there
                 frame = encode([False, f"{type(exc).__name__}: {exc}"])
@@ -56,13 +64,13 @@ def serve(path: str, chunk_ms: int, requests: BinaryIO, answers: BinaryIO) -> No
 
 
 def main(argv: list[str]) -> int:
-    path, chunk_ms = argv[0], int(argv[1])
+    path, chunk_ms, packed = argv[0], int(argv[1]), argv[2] == "packed"
     # Answers go to a copy of stdout; fd 1 then points at stderr, so that nothing printed by
     # accident can corrupt the frames.
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     with answers:
-        serve(path, chunk_ms, sys.stdin.buffer, answers)
+        serve(path, chunk_ms, packed, sys.stdin.buffer, answers)
     return 0
 
 

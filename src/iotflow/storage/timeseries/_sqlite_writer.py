@@ -70,7 +70,11 @@ _SCHEMA = (
     )""",
     "CREATE TABLE IF NOT EXISTS head(s INTEGER NOT NULL, ts INTEGER NOT NULL, t INTEGER, v, "
     "PRIMARY KEY(s, ts)) WITHOUT ROWID",
+    # How many transactions changed each chunk table: readers may keep what they computed from a
+    # chunk for as long as its count stays the same (see ``_sqlite_partials``).
+    "CREATE TABLE IF NOT EXISTS changes(chunk INTEGER PRIMARY KEY, n INTEGER NOT NULL)",
 )
+_COUNT_CHANGE = "INSERT INTO changes(chunk, n) VALUES (?, 1) ON CONFLICT(chunk) DO UPDATE SET n = n + 1"
 _CHUNK_DDL = (
     "CREATE TABLE {}(s INTEGER NOT NULL, ts INTEGER NOT NULL, t INTEGER, v, PRIMARY KEY(s, ts)) WITHOUT ROWID"
 )
@@ -165,6 +169,7 @@ class Writer:
         self._step_from = 0  # the series id the next compaction step starts at (round robin)
         self._last_step = 0.0  # time.monotonic() of the last compaction step
         self._undo: list[Callable[[], None]] = []  # restores the in-memory state on rollback
+        self._changed: set[int] = set()  # the chunks the current transaction writes to
         self.restart_wal = threading.Event()  # set by the checkpointer: finish its checkpoint
         self._conn: sqlite3.Connection | None = None
 
@@ -216,10 +221,13 @@ class Writer:
         """Run ``body`` in one write transaction; on any error roll back the DB and in-memory state."""
         conn = self.conn
         self._undo = []
+        self._changed.clear()
         head_count, n_chunks = self._head_count, len(self._chunk_set)
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = body(conn)
+            if self._changed:
+                conn.executemany(_COUNT_CHANGE, [(c,) for c in self._changed])
             conn.execute("COMMIT")
         except BaseException:
             try:
@@ -253,6 +261,8 @@ class Writer:
         return sid
 
     def _chunk_table(self, conn: sqlite3.Connection, chunk: int) -> str:
+        """The table of a chunk the transaction writes to (created if need be)."""
+        self._changed.add(chunk)
         name = table(chunk)
         if chunk not in self._chunk_set:
             conn.execute(_CHUNK_DDL.format(name))
@@ -505,7 +515,9 @@ class Writer:
         deleted = 0
         for chunk in chunks_between(self.chunks, a, b, self.chunk_ms):
             sql = f"DELETE FROM {table(chunk)} WHERE s = ? AND ts BETWEEN ? AND ?"
-            deleted += conn.execute(sql, (sid, a, b)).rowcount
+            if n := conn.execute(sql, (sid, a, b)).rowcount:
+                deleted += n
+                self._changed.add(chunk)
         if not deleted:
             return 0
         if deleted >= count:

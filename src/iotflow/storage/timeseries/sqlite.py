@@ -122,7 +122,9 @@ class SqliteTimeseriesStore:
             raise
         self._checkpointer.start()
         if self._read_processes:
-            self._procs = ReadProcesses(self.path, self._writer.chunk_ms, self._read_processes)
+            self._procs = ReadProcesses(
+                self.path, self._writer.chunk_ms, self._read_processes, packed=bool(self._packed)
+            )
         self._state = "open"
 
     async def close(self) -> None:
