@@ -12,7 +12,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from iotflow.errors import ServiceUnavailable
+from iotflow.storage.timeseries import _sqlite_procs
 from iotflow.storage.timeseries.base import Point
 from iotflow.storage.timeseries.sqlite import SqliteTimeseriesStore
 
@@ -147,3 +150,34 @@ def test_read_processes_end_with_a_server_killed_with_sigkill(tmp_path: Path) ->
         server.kill()
         server.wait()
     assert _wait_until(lambda: not any(_alive(pid) for pid in pids)), "a read process outlived its server"
+
+
+def test_reads_go_to_threads_when_read_processes_cannot_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read process that dies before its first answer (here: it cannot import its module) costs that
+    request a 503; after three such processes in a row the store reads in its threads, and answers."""
+    monkeypatch.setattr(_sqlite_procs, "_MODULE", "iotflow.no_such_module")
+    path = str(tmp_path / "telemetry.db")
+
+    async def run() -> int:
+        store = SqliteTimeseriesStore(path, read_processes=1)
+        await store.open()
+        try:
+            await store.write_batch([Point(1, "t", T0 + i, float(i), None) for i in range(10)])
+            refused = 0
+            for _ in range(10):
+                try:
+                    text, count = await asyncio.wait_for(
+                        store.query_json(1, start_ms=T0, end_ms=T0 + 100, limit=100), 30
+                    )
+                except ServiceUnavailable:
+                    refused += 1
+                    continue
+                assert count == 10 and text.startswith(b'[{"timestamp":')
+            return refused
+        finally:
+            await store.close()
+
+    refused = asyncio.run(run())
+    assert 1 <= refused <= _sqlite_procs.MAX_FAILED_STARTS

@@ -758,6 +758,12 @@ class TestTimeseriesStoreContract:
             assert typed((await agg("stddev")).value) == typed(0.5)
             assert typed((await agg("count")).value) == typed(2)
             assert await agg("sum", T0 + 3) == Bucket(T0, 2**63 + 7, 4)
+            # Beyond what 64 unsigned bits hold, too (a backend may pass answers in such a format).
+            await s.write_batch([Point(1, "big", T0 + i, 2**63 - 1) for i in range(3)])
+            (big,) = await s.aggregate(1, "big", "sum", start_ms=T0, end_ms=T0 + 5, window_ms=None)
+            assert big == Bucket(T0, 3 * (2**63 - 1), 3)
+            windowed = await s.aggregate(1, "big", "sum", start_ms=T0, end_ms=T0 + 5, window_ms=2)
+            assert windowed == [Bucket(T0, 2 * (2**63 - 1), 2), Bucket(T0 + 2, 2**63 - 1, 1)]
 
         run(store, body)
 

@@ -28,6 +28,7 @@ from iotflow.storage.timeseries.base import Bucket
 
 MINUTE = 60_000
 FUNCS = ("count", "mean", "min", "max")
+SEEN_MAX = 10_000
 _EXPR = {"count": "count(*)", "mean": "total(v)", "min": "min(v)", "max": "max(v)"}
 
 
@@ -43,14 +44,20 @@ class Minutes(NamedTuple):
 
 
 class PartialCache:
-    """Per (series, chunk): (change count, :class:`Minutes`), at most ``budget`` minutes in all."""
+    """Per (series, chunk): (change count, :class:`Minutes`), at most ``budget`` minutes in all.
+
+    A chunk's minutes are built only when a read finds the same change count that an earlier read
+    saw: the chunk now being written changes between most reads, and building all its minutes for a
+    read of its last hour would read far more than the read itself."""
 
     def __init__(self, budget: int = 100_000) -> None:
         self.budget = budget
         self._entries: OrderedDict[tuple[int, int], tuple[int, Minutes]] = OrderedDict()
         self._size = 0
+        self._seen: dict[tuple[int, int], int] = {}  # change count at the last miss
 
-    def minutes(self, conn: sqlite3.Connection, sid: int, chunk: int, version: int) -> Minutes:
+    def minutes(self, conn: sqlite3.Connection, sid: int, chunk: int, version: int) -> Minutes | None:
+        """The chunk's minutes, or None: read the chunk itself this time."""
         key = (sid, chunk)
         hit = self._entries.get(key)
         if hit is not None and hit[0] == version:
@@ -59,6 +66,12 @@ class PartialCache:
         if hit is not None:
             self._size -= len(hit[1].minute)
             del self._entries[key]
+        if self._seen.get(key) != version:
+            if len(self._seen) >= SEEN_MAX:
+                self._seen.clear()
+            self._seen[key] = version
+            return None
+        del self._seen[key]
         got = _read_minutes(conn, sid, chunk)
         if len(got.minute) <= self.budget:
             self._entries[key] = (version, got)
@@ -111,13 +124,16 @@ def aggregate(
         else ()
     )
     acc: dict[int, list[Any]] = {}  # bucket → [n, value, reals], as _combined keeps them
-    head: list[reader.Segment] = []
+    raw: list[reader.Segment] = []  # sources read as the plain path reads them
     for name, lo, hi in sources:
-        if name == "head":
-            head += reader._segments(s, [(name, lo, hi)], start_ms, w, grouped=True)
+        minutes = (
+            None
+            if name == "head"
+            else cache.minutes(conn, s.sid, _chunk(name), versions.get(_chunk(name), 0))
+        )
+        if minutes is None:
+            raw += reader._segments(s, [(name, lo, hi)], start_ms, w, grouped=True)
             continue
-        chunk = _chunk(name)
-        minutes = cache.minutes(conn, s.sid, chunk, versions.get(chunk, 0))
         edges: list[list[int]] = []  # the ranges read from the chunk: what whole minutes do not cover
         for b in range((lo - start_ms) // w, (hi - start_ms) // w + 1):
             a, z = max(lo, start_ms + b * w), min(hi, start_ms + (b + 1) * w - 1)
@@ -142,8 +158,8 @@ def aggregate(
             )
             for b, n, x, reals in conn.execute(sql, (start_ms, w, json.dumps(edges), s.sid)):
                 _merge(acc, b, [n, x, reals], func)
-    if head:
-        scan = reader._Scan(conn, s, start_ms, w, head, layout.packed)
+    if raw:
+        scan = reader._Scan(conn, s, start_ms, w, raw, layout.packed)
         if func == "count":
             for b, n in scan.rows("count(*)"):
                 _merge(acc, b, [n, n, 0], func)

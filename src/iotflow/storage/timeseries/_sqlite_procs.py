@@ -7,8 +7,9 @@ on the loop. A read process steps freely, builds the JSON itself, and hands the 
 bytes: a 1,000-point history costs the server's interpreter a pipe read instead of milliseconds.
 
 The processes (``_sqlite_worker``) start on the first read that needs one and are started again
-when one has died; each takes one request at a time, and a request goes to the process with the
-fewest waiting. They read the same file through WAL, so a read sees every batch committed before
+when one has died (after three in a row died before answering anything, the store reads in its
+threads instead); each takes one request at a time, and a request goes to the process with the
+least work queued. They read the same file through WAL, so a read sees every batch committed before
 it began, as a reader thread does. Each ends when its stdin closes: at :meth:`ReadProcesses.close`,
 or when the server itself dies.
 """
@@ -39,6 +40,7 @@ _FRAME_LIMIT = 1 << 30
 # process with the least work waiting, so that a history does not queue behind a 30-day aggregate
 # when the other process is free.
 COSTS = {"query_json": 1, "aggregate": 15}
+MAX_FAILED_STARTS = 3
 
 
 class _Proc:
@@ -49,6 +51,7 @@ class _Proc:
         self.waiting: deque[tuple[asyncio.Future[Any], int]] = deque()
         self.load = 0  # the costs of the waiting requests
         self.alive = True
+        self.answered = 0
         self.task: asyncio.Task[None] | None = None
 
 
@@ -62,22 +65,41 @@ class ReadProcesses:
         self.count = count
         self._procs: list[_Proc] = []
         self._starting: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._failed_starts = 0  # processes in a row that died before answering anything
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder().decode
+
+    @property
+    def usable(self) -> bool:
+        """False once processes kept dying before their first answer (the store then reads in threads)."""
+        return self._failed_starts < MAX_FAILED_STARTS
 
     def pids(self) -> list[int]:
         return [p.proc.pid for p in self._procs if p.alive]
 
     async def call(self, op: str, *args: Any) -> Any:
         """Run ``op`` in a read process; raises ServiceUnavailable when the process dies meanwhile."""
-        if self._closed:
-            raise RuntimeError("time-series store is closed")
-        if len(self._procs) < self.count or not all(p.alive for p in self._procs):
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:  # pipes, tasks and the lock belong to the first loop
+            raise RuntimeError("the read processes serve the event loop that started them only")
+        while True:
+            if self._closed:
+                raise RuntimeError("time-series store is closed")
+            alive = [p for p in self._procs if p.alive]
+            if len(alive) == self.count:
+                break
+            if not self.usable:
+                raise ServiceUnavailable("The telemetry readers cannot start; see the server log")
             await self._start()
-        proc = min(self._procs, key=lambda p: p.load)
+        # No await from choosing a live process to queuing on it: a process that dies afterwards
+        # fails every request queued on it.
+        proc = min(alive, key=lambda p: p.load)
         body = self._encode([op, args])
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = loop.create_future()
         cost = COSTS.get(op, 1)
         proc.waiting.append((future, cost))
         proc.load += cost
@@ -88,7 +110,9 @@ class ReadProcesses:
         if ok:
             return result
         kind, _, message = str(result).partition(": ")
-        raise (ValueError if kind == "ValueError" else RuntimeError)(message or kind)
+        if kind == "ValueError":
+            raise ValueError(message)
+        raise RuntimeError(f"telemetry read process: {result}")
 
     async def _start(self) -> None:
         if self._starting is None:
@@ -100,9 +124,11 @@ class ReadProcesses:
 
     async def _spawn(self) -> _Proc:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, (_SRC, env.get("PYTHONPATH"))))
+        if Path(_SRC).name not in ("site-packages", "dist-packages"):  # a source checkout
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, (_SRC, env.get("PYTHONPATH"))))
         process = await asyncio.create_subprocess_exec(
             sys.executable,
+            "-P",  # not the server's working directory on the import path
             "-m",
             _MODULE,
             self.path,
@@ -126,11 +152,21 @@ class ReadProcesses:
                 answer = self._decode(await stdout.readexactly(int.from_bytes(head, "big")))
                 future, cost = proc.waiting.popleft()
                 proc.load -= cost
+                proc.answered += 1
+                self._failed_starts = 0
                 if not future.done():  # not cancelled meanwhile
                     future.set_result(answer)
         except (asyncio.IncompleteReadError, ConnectionError, IndexError, msgspec.DecodeError) as exc:
             if not self._closed:
-                log.warning("telemetry read process %s stopped (%s); starting another", proc.proc.pid, exc)
+                if not proc.answered:
+                    self._failed_starts += 1
+                log.warning("telemetry read process %s stopped (%s)", proc.proc.pid, exc)
+                if not self.usable:
+                    log.error(
+                        "%d telemetry read processes in a row stopped before answering: history and "
+                        "aggregate reads go to reader threads from now on",
+                        self._failed_starts,
+                    )
         finally:
             proc.alive = False
             while proc.waiting:
@@ -146,15 +182,21 @@ class ReadProcesses:
     async def close(self) -> None:
         """End every process: stdin closes, each finishes its request and exits (killed after 5 s)."""
         self._closed = True
+        if self._starting is not None:
+            async with self._starting:  # a process being started is in the list once this returns
+                pass
         procs, self._procs = self._procs, []
         for proc in procs:
             if proc.proc.stdin is not None:
                 proc.proc.stdin.close()
-        for proc in procs:
-            try:
-                await asyncio.wait_for(proc.proc.wait(), 5)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.proc.kill()
-            if proc.task is not None:
-                await proc.task
+        await asyncio.gather(*(self._end(proc) for proc in procs))
+
+    @staticmethod
+    async def _end(proc: _Proc) -> None:
+        try:
+            await asyncio.wait_for(proc.proc.wait(), 5)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.proc.kill()
+        if proc.task is not None:
+            await proc.task

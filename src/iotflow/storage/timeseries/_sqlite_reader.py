@@ -257,8 +257,12 @@ def query_json(
     limit: int,
     offset: int,
     desc: bool,
+    *,
+    rows_text: bool = True,
 ) -> tuple[bytes, int]:
-    """:func:`query`'s records as a JSON array (see ``records_json``), and how many there are."""
+    """:func:`query`'s records as a JSON array (see ``records_json``), and how many there are.
+
+    ``rows_text``: see :func:`_fetch` (a read process passes False)."""
     if offset < 0:
         raise ValueError("offset must not be negative")
     if limit <= 0 or start_ms > end_ms:
@@ -267,9 +271,8 @@ def query_json(
     if len(series) == 1:  # the record dicts straight from the rows (no Record in between)
         s = series[0]
         key = s.key
-        # A read process (which reads row by row: ``packed`` off) formats the timestamps in Python.
         need = offset + limit
-        rows = _fetch(conn, layout, s, start_ms, end_ms, need, desc, rows_text=layout.packed)[offset:]
+        rows = _fetch(conn, layout, s, start_ms, end_ms, need, desc, rows_text=rows_text)[offset:]
         dicts = [
             {"timestamp": text or format_ts(ts), key: v if t is None else decode(t, v)}
             for ts, t, v, text in rows

@@ -15,6 +15,7 @@ that packed reads need to avoid waiting for the server's interpreter lock costs 
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -36,10 +37,13 @@ def serve(path: str, chunk_ms: int, packed: bool, requests: BinaryIO, answers: B
     minutes = partials.PartialCache()
 
     def aggregate(conn: sqlite3.Connection, layout: reader.Layout, *args: Any) -> list[tuple[Any, ...]]:
-        return [tuple(b) for b in partials.aggregate(conn, layout, minutes, *args)]
+        return [_bucket(*b) for b in partials.aggregate(conn, layout, minutes, *args)]
+
+    def query_json(conn: sqlite3.Connection, layout: reader.Layout, *args: Any) -> tuple[bytes, int]:
+        return reader.query_json(conn, layout, *args, rows_text=False)
 
     ops: dict[str, tuple[Callable[..., Any], bool, reader.LayoutCache]] = {
-        "query_json": (reader.query_json, False, reader.LayoutCache()),
+        "query_json": (query_json, False, reader.LayoutCache()),
         "aggregate": (aggregate, packed, reader.LayoutCache()),
     }
     decode = msgspec.msgpack.Decoder().decode
@@ -63,7 +67,18 @@ def serve(path: str, chunk_ms: int, packed: bool, requests: BinaryIO, answers: B
         conn.close()
 
 
+def _bucket(start: int, value: Any, count: int) -> tuple[Any, ...]:
+    """A bucket as it travels: ``(start, value, count, big)``; an int value beyond msgpack's 64 bits
+    (an exact ``sum``) as its decimal text with ``big`` set."""
+    if type(value) is int and not -(2**63) <= value < 2**64:
+        return (start, str(value), count, True)
+    return (start, value, count, False)
+
+
 def main(argv: list[str]) -> int:
+    # Ctrl-C in a terminal reaches the whole process group: the server stops these processes itself
+    # (they end with their stdin), after its in-flight requests.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     path, chunk_ms, packed = argv[0], int(argv[1]), argv[2] == "packed"
     # Answers go to a copy of stdout; fd 1 then points at stderr, so that nothing printed by
     # accident can corrupt the frames.

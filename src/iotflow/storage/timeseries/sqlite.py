@@ -233,7 +233,7 @@ class SqliteTimeseriesStore:
             offset,
             order == "desc",
         )
-        if self._procs is not None:
+        if self._procs is not None and self._procs.usable:
             self._check_open()
             text, count = await self._procs.call("query_json", *args)
             return bytes(text), int(count)
@@ -260,9 +260,11 @@ class SqliteTimeseriesStore:
         if func not in AGGREGATE_FUNCS:
             raise ValueError(f"unknown aggregate function: {func!r}")
         args = (device_id, key, func, start_ms, end_ms, window_ms)
-        if self._procs is not None:
+        if self._procs is not None and self._procs.usable:
             self._check_open()
-            return [_new(Bucket, row) for row in await self._procs.call("aggregate", *args)]
+            # An int beyond 64 bits (an exact sum) travels as text: msgpack has no such integers.
+            rows = await self._procs.call("aggregate", *args)
+            return [_new(Bucket, (t, int(v) if big else v, n)) for t, v, n, big in rows]
         return await self._read(reader.aggregate, *args, chunks=True)
 
     async def keys(self, device_id: int) -> list[SeriesInfo]:
