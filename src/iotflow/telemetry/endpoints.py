@@ -13,13 +13,8 @@ from iotflow.devices.schemas import config_dict, device_dict, ts_or_none
 from iotflow.errors import BadRequest, Forbidden, NotFound, ValidationFailed
 from iotflow.http import json_body, query_bool, query_int, query_keys, query_str, runtime
 from iotflow.storage.models import Device
-from iotflow.telemetry.service import (
-    FILL_MODES,
-    latest_answer,
-    normalise_aggregation,
-    record_dict,
-    record_dicts,
-)
+from iotflow.storage.timeseries.base import record_dict, record_dicts
+from iotflow.telemetry.service import FILL_MODES, latest_answer, normalise_aggregation
 from iotflow.timeutil import (
     TimestampError,
     WindowError,

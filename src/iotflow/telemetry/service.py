@@ -38,15 +38,6 @@ class Ingested(NamedTuple):
     ts_ms: int  # timestamp of the (first) message
 
 
-def record_dict(record: Record) -> dict[str, Any]:
-    return {"timestamp": record.timestamp or format_ts(record.ts_ms), **record.values}
-
-
-def record_dicts(records: Sequence[Record]) -> list[dict[str, Any]]:
-    """``record_dict`` of each record, in one comprehension (a history has up to 10,000 of them)."""
-    return [{"timestamp": r.timestamp or format_ts(r.ts_ms), **r.values} for r in records]
-
-
 def latest_dict(latest: dict[str, LatestValue]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(flattened record of the newest values, per-key detail)."""
     record: dict[str, Any] = {}

@@ -29,7 +29,6 @@ from iotflow.storage.timeseries.base import Bucket
 MINUTE = 60_000
 FUNCS = ("count", "mean", "min", "max")
 SEEN_MAX = 10_000
-_EXPR = {"count": "count(*)", "mean": "total(v)", "min": "min(v)", "max": "max(v)"}
 
 
 class Minutes(NamedTuple):
@@ -115,22 +114,20 @@ def aggregate(
         return reader.aggregate(conn, layout, device_id, key, func, start_ms, end_ms, window_ms)
     s, w = series[0], window_ms
     sources = reader._sources(layout, s, start_ms, end_ms)
-    chunks = [_chunk(name) for name, _, _ in sources if name != "head"]
+    chunks = {name: _chunk(name) for name, _, _ in sources if name != "head"}
     versions = dict(
         conn.execute(
-            "SELECT chunk, n FROM changes WHERE chunk BETWEEN ? AND ?", (min(chunks), max(chunks))
+            "SELECT chunk, n FROM changes WHERE chunk BETWEEN ? AND ?",
+            (min(chunks.values()), max(chunks.values())),
         ).fetchall()
         if chunks
         else ()
     )
-    acc: dict[int, list[Any]] = {}  # bucket → [n, value, reals], as _combined keeps them
+    acc: dict[int, list[Any]] = {}  # bucket → [n, value, reals] (see reader._fold)
     raw: list[reader.Segment] = []  # sources read as the plain path reads them
     for name, lo, hi in sources:
-        minutes = (
-            None
-            if name == "head"
-            else cache.minutes(conn, s.sid, _chunk(name), versions.get(_chunk(name), 0))
-        )
+        chunk = chunks.get(name)
+        minutes = None if chunk is None else cache.minutes(conn, s.sid, chunk, versions.get(chunk, 0))
         if minutes is None:
             raw += reader._segments(s, [(name, lo, hi)], start_ms, w, grouped=True)
             continue
@@ -145,37 +142,24 @@ def aggregate(
                 _add(edges, a, m0 * MINUTE - 1)
             i, j = bisect.bisect_left(minutes.minute, m0), bisect.bisect_right(minutes.minute, m1)
             if i < j:
-                part = [sum(minutes.n[i:j]), _part(minutes, func, i, j), sum(minutes.reals[i:j])]
-                _merge(acc, b, part, func)
+                n = sum(minutes.n[i:j])
+                reader._fold(acc, b, n, _part(minutes, func, i, j, n), sum(minutes.reals[i:j]), func)
             if (m1 + 1) * MINUTE <= z:
                 _add(edges, (m1 + 1) * MINUTE, z)
         if edges:
             # One statement: an index range per edge (json_each drives the join), bucketed in SQL.
             sql = (
-                f"SELECT (ts - ?) / ?, count(*), {_EXPR[func]}, sum(typeof(v) = 'real') "
+                f"SELECT (ts - ?) / ?, count(*), {reader._EXPRS[func]}, sum(typeof(v) = 'real') "
                 f"FROM json_each(?) AS r JOIN {name} ON s = ? AND ts BETWEEN json_extract(r.value, '$[0]') "
                 f"AND json_extract(r.value, '$[1]') WHERE {reader._NUMERIC} GROUP BY 1"
             )
             for b, n, x, reals in conn.execute(sql, (start_ms, w, json.dumps(edges), s.sid)):
-                _merge(acc, b, [n, x, reals], func)
+                reader._fold(acc, b, n, x, reals, func)
     if raw:
         scan = reader._Scan(conn, s, start_ms, w, raw, layout.packed)
-        if func == "count":
-            for b, n in scan.rows("count(*)"):
-                _merge(acc, b, [n, n, 0], func)
-        else:
-            for b, n, x, reals in scan.rows("count(*)", _EXPR[func], scan.reals):
-                _merge(acc, b, [n, x, reals], func)
-    out = []
-    for b, (n, x, reals) in sorted(acc.items()):
-        if func == "mean":
-            value: Any = x / n
-        elif func == "count":
-            value = n
-        else:
-            value = float(x) if reals else x
-        out.append(Bucket(start_ms + b * w, value, n))
-    return out
+        for b, n, x, reals in scan.rows("count(*)", reader._EXPRS[func], scan.reals):
+            reader._fold(acc, b, n, x, reals, func)
+    return [Bucket(start_ms + b * w, value, n) for b, (value, n) in sorted(reader._folded(acc, func).items())]
 
 
 def _add(ranges: list[list[int]], a: int, z: int) -> None:
@@ -192,26 +176,12 @@ def _chunk(name: str) -> int:
     return chunk
 
 
-def _part(minutes: Minutes, func: str, i: int, j: int) -> Any:
+def _part(minutes: Minutes, func: str, i: int, j: int, n: int) -> Any:
+    """``_EXPRS[func]`` over minutes ``i:j``, which hold ``n`` points."""
     if func == "mean":
         return sum(minutes.total[i:j])
     if func == "min":
         return min(minutes.lo[i:j])
     if func == "max":
         return max(minutes.hi[i:j])
-    return sum(minutes.n[i:j])  # count
-
-
-def _merge(acc: dict[int, list[Any]], b: int, part: list[Any], func: str) -> None:
-    a = acc.get(b)
-    if a is None:
-        acc[b] = part
-        return
-    a[0] += part[0]
-    a[2] += part[2]
-    if func in ("mean", "count"):
-        a[1] += part[1]
-    elif func == "min":
-        a[1] = min(a[1], part[1])
-    else:
-        a[1] = max(a[1], part[1])
+    return n  # count

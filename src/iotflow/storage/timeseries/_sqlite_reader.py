@@ -197,21 +197,63 @@ def query(
     offset: int,
     desc: bool,
 ) -> list[Record]:
+    key, got = _query(conn, layout, device_id, keys, start_ms, end_ms, limit, offset, desc)
+    if key is None:
+        return got
+    return [  # tuple.__new__: Record(...) would add a Python call per record
+        _new(Record, (ts, {key: v if t is None else decode(t, v)}, text or None)) for ts, t, v, text in got
+    ]
+
+
+def query_json(
+    conn: sqlite3.Connection,
+    layout: Layout,
+    device_id: int,
+    keys: Sequence[str] | None,
+    start_ms: int,
+    end_ms: int,
+    limit: int,
+    offset: int,
+    desc: bool,
+    *,
+    rows_text: bool = True,
+) -> tuple[bytes, int]:
+    """:func:`query`'s records as a JSON array (see ``records_json``), and how many there are.
+
+    ``rows_text``: see :func:`_fetch` (a read process passes False)."""
+    key, got = _query(conn, layout, device_id, keys, start_ms, end_ms, limit, offset, desc, rows_text)
+    if key is None:
+        return records_json(got), len(got)
+    dicts = [  # the record dicts straight from the rows (no Record in between)
+        {"timestamp": text or format_ts(ts), key: v if t is None else decode(t, v)} for ts, t, v, text in got
+    ]
+    return _encode(dicts), len(dicts)
+
+
+def _query(
+    conn: sqlite3.Connection,
+    layout: Layout,
+    device_id: int,
+    keys: Sequence[str] | None,
+    start_ms: int,
+    end_ms: int,
+    limit: int,
+    offset: int,
+    desc: bool,
+    rows_text: bool = True,
+) -> tuple[str | None, list[Any]]:
+    """``(key, rows)`` when one series answers (its (ts, t, v, text) rows of the page), else
+    ``(None, records)``."""
     if offset < 0:
         raise ValueError("offset must not be negative")
     if limit <= 0 or start_ms > end_ms:
-        return []
+        return None, []
     need = offset + limit  # a series contributes at most one point per record
     series = _series(conn, device_id, keys, head_counts=False)
     if len(series) == 1:  # one point per record, already in order: no merging
         s = series[0]
-        key = s.key
-        rows = _fetch(conn, layout, s, start_ms, end_ms, need, desc)[offset:]
-        return [  # tuple.__new__: Record(...) would add a Python call per record
-            _new(Record, (ts, {key: v if t is None else decode(t, v)}, text or None))
-            for ts, t, v, text in rows
-        ]
-    return _merged(conn, layout, series, start_ms, end_ms, need, offset, desc)
+        return s.key, _fetch(conn, layout, s, start_ms, end_ms, need, desc, rows_text=rows_text)[offset:]
+    return None, _merged(conn, layout, series, start_ms, end_ms, need, offset, desc)
 
 
 def _merged(
@@ -245,41 +287,6 @@ def _merged(
             else:
                 hi = min(hi, rows[-1][0])
     return [Record(ts, records[ts], texts[ts] or None) for ts in sorted(records, reverse=desc)[offset:need]]
-
-
-def query_json(
-    conn: sqlite3.Connection,
-    layout: Layout,
-    device_id: int,
-    keys: Sequence[str] | None,
-    start_ms: int,
-    end_ms: int,
-    limit: int,
-    offset: int,
-    desc: bool,
-    *,
-    rows_text: bool = True,
-) -> tuple[bytes, int]:
-    """:func:`query`'s records as a JSON array (see ``records_json``), and how many there are.
-
-    ``rows_text``: see :func:`_fetch` (a read process passes False)."""
-    if offset < 0:
-        raise ValueError("offset must not be negative")
-    if limit <= 0 or start_ms > end_ms:
-        return b"[]", 0
-    series = _series(conn, device_id, keys, head_counts=False)
-    if len(series) == 1:  # the record dicts straight from the rows (no Record in between)
-        s = series[0]
-        key = s.key
-        need = offset + limit
-        rows = _fetch(conn, layout, s, start_ms, end_ms, need, desc, rows_text=rows_text)[offset:]
-        dicts = [
-            {"timestamp": text or format_ts(ts), key: v if t is None else decode(t, v)}
-            for ts, t, v, text in rows
-        ]
-        return _encode(dicts), len(dicts)
-    records = _merged(conn, layout, series, start_ms, end_ms, offset + limit, offset, desc)
-    return records_json(records), len(records)
 
 
 def _fetch(
@@ -715,24 +722,42 @@ def _aggregate(scan: _Scan, func: str) -> Buckets:
     raise ValueError(f"unknown aggregate function: {func!r}")
 
 
+# The SQL aggregate of each function that adds up per part: a bucket's parts (its segments, or
+# remembered minutes, see ``_sqlite_partials``) are folded together with :func:`_fold`.
+_EXPRS = {"count": "count(*)", "mean": "total(v)", "sum": "sum(v)", "min": "min(v)", "max": "max(v)"}
+
+
 def _combined(scan: _Scan, func: str) -> Buckets:
-    expr = {"mean": "total(v)", "sum": "sum(v)", "min": "min(v)", "max": "max(v)"}[func]
-    acc: dict[int, list[Any]] = {}  # b → [n, value, reals]
-    for b, n, x, reals in scan.rows("count(*)", expr, scan.reals):
-        a = acc.get(b)
-        if a is None:
-            acc[b] = [n, x, reals]
-            continue
-        a[0] += n
-        a[2] += reals
-        if func in ("mean", "sum"):
-            a[1] += x
-        elif func == "min":
-            a[1] = min(a[1], x)
-        else:
-            a[1] = max(a[1], x)
+    acc: dict[int, list[Any]] = {}
+    for b, n, x, reals in scan.rows("count(*)", _EXPRS[func], scan.reals):
+        _fold(acc, b, n, x, reals, func)
+    return _folded(acc, func)
+
+
+def _fold(acc: dict[int, list[Any]], b: int, n: int, x: Any, reals: int, func: str) -> None:
+    """Add a part of bucket ``b`` — its count, its ``_EXPRS[func]`` and its REALs — to ``acc``
+    (b → [n, value, reals])."""
+    a = acc.get(b)
+    if a is None:
+        acc[b] = [n, x, reals]
+        return
+    a[0] += n
+    a[2] += reals
+    if func == "min":
+        a[1] = min(a[1], x)
+    elif func == "max":
+        a[1] = max(a[1], x)
+    else:  # count, mean (a total), sum
+        a[1] += x
+
+
+def _folded(acc: dict[int, list[Any]], func: str) -> Buckets:
+    """The buckets of ``acc``: a mean divides its total; an int sum, min or max of a bucket that
+    holds a REAL is a float."""
     if func == "mean":
         return {b: (x / n, n) for b, (n, x, _) in acc.items()}
+    if func == "count":
+        return {b: (n, n) for b, (n, _, _) in acc.items()}
     return {b: (float(x) if reals else x, n) for b, (n, x, reals) in acc.items()}
 
 

@@ -169,6 +169,11 @@ class SqliteTimeseriesStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._read_pool, self._run_read, fn, args, chunks)
 
+    def _read_procs(self) -> ReadProcesses | None:
+        """The read processes for history and aggregate reads, or None: the reader threads."""
+        self._check_open()
+        return self._procs if self._procs is not None and self._procs.usable else None
+
     def _run_read(self, fn: Callable[..., T], args: tuple[Any, ...], chunks: bool) -> T:
         """Run one read in one read transaction (a consistent snapshot) on this thread's connection."""
         local = self._local
@@ -233,9 +238,9 @@ class SqliteTimeseriesStore:
             offset,
             order == "desc",
         )
-        if self._procs is not None and self._procs.usable:
-            self._check_open()
-            text, count = await self._procs.call("query_json", *args)
+        procs = self._read_procs()
+        if procs is not None:
+            text, count = await procs.call("query_json", *args)
             return bytes(text), int(count)
         return await self._read(reader.query_json, *args, chunks=True)
 
@@ -260,10 +265,10 @@ class SqliteTimeseriesStore:
         if func not in AGGREGATE_FUNCS:
             raise ValueError(f"unknown aggregate function: {func!r}")
         args = (device_id, key, func, start_ms, end_ms, window_ms)
-        if self._procs is not None and self._procs.usable:
-            self._check_open()
+        procs = self._read_procs()
+        if procs is not None:
             # An int beyond 64 bits (an exact sum) travels as text: msgpack has no such integers.
-            rows = await self._procs.call("aggregate", *args)
+            rows = await procs.call("aggregate", *args)
             return [_new(Bucket, (t, int(v) if big else v, n)) for t, v, n, big in rows]
         return await self._read(reader.aggregate, *args, chunks=True)
 
