@@ -65,8 +65,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
+    from iotflow.httpserver import uvicorn_options
+
     # The same uvicorn.run options as ``iotflow serve`` (src/iotflow/cli.py).
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, lifespan="on")
+    uvicorn.run(app, host=args.host, port=args.port, **uvicorn_options())
 
 
 if __name__ == "__main__":

@@ -114,6 +114,7 @@ def serve(
     import uvicorn
 
     from iotflow.app import create_app
+    from iotflow.httpserver import uvicorn_options
 
     overrides: dict[str, Any] = {}
     if host is not None:
@@ -150,9 +151,7 @@ def serve(
             create_app(settings),
             host=settings.host,
             port=settings.port,
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
+            **uvicorn_options(),
             # Open streams (SSE) never end by themselves: give them 3 s, then close them so that
             # the lifespan still runs and flushes every buffer.
             timeout_graceful_shutdown=3,
