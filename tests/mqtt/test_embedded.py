@@ -887,3 +887,47 @@ def test_a_taken_mqtt_port_stops_serve_with_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("error: MQTT port") and "IOTFLOW_MQTT_PORT" in lines[0], lines[0]
     assert "IOTFLOW_MQTT_BROKER_URL" in lines[0] and "Traceback" not in done.stderr + done.stdout
+
+
+def test_commands_reach_their_device_while_others_subscribe_and_leave(
+    broker: Broker, api: httpx.Client
+) -> None:
+    """A command is broadcast while other devices subscribe and disconnect (which adds and drops topic
+    filters): every command arrives, and the broker logs no error. amqtt walked its filter table
+    across awaits, and a filter added or dropped meanwhile ended that broadcast with a traceback."""
+    target = register(api)
+    listener = Device(broker.port, target)
+    assert listener.connect() == 0
+    assert listener.subscribe(f"{base(target)}/commands/#")
+    others = [register(api) for _ in range(4)]
+    stop = threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            for other in others:
+                client = Device(broker.port, other)
+                if client.connect() == 0:
+                    client.subscribe(f"{base(other)}/commands/#")
+                    client.subscribe(f"{base(other)}/config")
+                client.close()
+
+    churners = [threading.Thread(target=churn) for _ in range(2)]
+    for thread in churners:
+        thread.start()
+    sent = 0
+    try:
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            r = api.post(
+                f"/api/v1/devices/{target['id']}/control", json={"command": f"c{sent}"}, headers=ADMIN
+            )
+            assert r.status_code == 201, r.text
+            sent += 1
+    finally:
+        stop.set()
+        for thread in churners:
+            thread.join()
+    received = [listener.expect(f"{base(target)}/commands/control")["command"] for _ in range(sent)]
+    listener.close()
+    assert received == [f"c{i}" for i in range(sent)]
+    assert "changed size during iteration" not in broker.server.log()

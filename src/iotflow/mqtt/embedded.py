@@ -109,6 +109,17 @@ class _DeviceQueue(LazyQueue):
         self._handler.handle_soon(self._client, item.topic, bytes(item.data))
 
 
+class _Subscriptions(dict[str, list[tuple[Session, int]]]):
+    """amqtt's topic filter → subscriptions table, whose ``items()`` is a copy.
+
+    amqtt's broadcast walks ``items()`` and awaits inside the walk (the ACL check of each receiver);
+    a filter added or dropped meanwhile (another client subscribing or leaving) ended the walk with
+    "dictionary changed size during iteration", and the message reached none of the receivers left."""
+
+    def items(self) -> list[tuple[str, list[tuple[Session, int]]]]:  # type: ignore[override]
+        return list(super().items())
+
+
 class _Broker(Broker):  # type: ignore[misc]
     """amqtt's broker with IoTFlow's connection life cycle (see the module docstring)."""
 
@@ -117,6 +128,7 @@ class _Broker(Broker):  # type: ignore[misc]
         super().__init__(config)
         self._iotflow = transport
         self._filters: dict[str, list[str]] = {}  # client id → the topic filters its session holds
+        self._subscriptions: _Subscriptions = _Subscriptions(getattr(self, "_subscriptions"))  # noqa: B009
 
     # ----- subscriptions by client id (amqtt looked through all of them to drop one session's) --------
 
