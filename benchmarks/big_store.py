@@ -481,7 +481,7 @@ def _measure(cfg: Config, server: ServerProcess) -> tuple[dict[str, dict[str, An
         "ok": points_now >= acknowledged,
     }
     mem = memory_kib(server.pid)
-    # The read processes (IOTFLOW_READ_PROCESSES) count too; RSS counts their shared library pages
+    # The store's write process and read processes count too; RSS counts their shared library pages
     # once per process, so the sum errs on the high side.
     children = {pid: memory_kib(pid).get("VmRSS", 0) for pid in child_pids(server.pid)}
     total_kib = mem["VmRSS"] + sum(children.values())
@@ -494,7 +494,7 @@ def _measure(cfg: Config, server: ServerProcess) -> tuple[dict[str, dict[str, An
         "child_processes_vmrss_kib": children,
     }
     log(
-        f"memory: VmRSS {mb(mem['VmRSS'])} MB (with {len(children)} read processes: {mb(total_kib)} MB), "
+        f"memory: VmRSS {mb(mem['VmRSS'])} MB (with {len(children)} helper processes: {mb(total_kib)} MB), "
         f"VmHWM {mb(mem['VmHWM'])} MB at {points_now:,} points"
     )
 
@@ -556,13 +556,14 @@ def _measure(cfg: Config, server: ServerProcess) -> tuple[dict[str, dict[str, An
             "pass": mb(total_kib) <= P8_TARGET_MB,
             "unit": "MB",
             "server_mb": mb(mem["VmRSS"]),
-            "read_processes_mb": [mb(kib) for kib in children.values()],
+            "helper_processes_mb": [mb(kib) for kib in children.values()],
             "peak_mb": mb(mem["VmHWM"]),
             "anon_mb": mb(mem.get("RssAnon", 0)),
             "file_mb": mb(mem.get("RssFile", 0)),
             "stored_points": points_now,
             "devices": len(fleet),
-            "note": "VmRSS of the server process plus that of its read processes (MB = 10^6 bytes) "
+            "note": "VmRSS of the server process plus that of its helper processes (the store's writer "
+            "and readers; MB = 10^6 bytes) "
             "after the fill, the full-store run and reads of every device's latest values, history and "
             "aggregates; peak_mb is the server's VmHWM; file_mb (the server's) counts pages of "
             "memory-mapped files (the interpreter's libraries; the store does not map the database)",

@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     # History and aggregate reads of the SQLite store run in this many processes of their own
     # (0: threads of the server process). See docs/performance.md.
     read_processes: int = Field(2, ge=0, le=32, validation_alias=AliasChoices("IOTFLOW_READ_PROCESSES"))
+    # Its writer runs in a process of its own (false: a thread of the server process).
+    write_process: bool = Field(True, validation_alias=AliasChoices("IOTFLOW_WRITE_PROCESS"))
 
     workers: int = Field(1, ge=1, validation_alias=AliasChoices("IOTFLOW_WORKERS"))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from iotflow.errors import ServiceUnavailable
-from iotflow.storage.timeseries import _sqlite_procs
+from iotflow.storage.timeseries import _sqlite_procs, _sqlite_wproc
 from iotflow.storage.timeseries.base import Point
 from iotflow.storage.timeseries.sqlite import SqliteTimeseriesStore
 
@@ -181,3 +181,113 @@ def test_reads_go_to_threads_when_read_processes_cannot_start(
 
     refused = asyncio.run(run())
     assert 1 <= refused <= _sqlite_procs.MAX_FAILED_STARTS
+
+
+# -- the write process -------------------------------------------------------------------------------
+
+
+def test_a_killed_write_process_loses_nothing_acknowledged_and_is_replaced(tmp_path: Path) -> None:
+    """A write process killed with SIGKILL fails at most the batch it held, with a clear 503 and no
+    hang; the next batch starts another process; every batch that was answered is stored."""
+    path = str(tmp_path / "telemetry.db")
+
+    def batch(n: int) -> list[Point]:
+        return [Point(1 + i % 4, "t", T0 + n * 100 + i, float(n), None) for i in range(100)]
+
+    async def run() -> tuple[int, int, int]:
+        store = SqliteTimeseriesStore(path, write_process=True)
+        await store.open()
+        try:
+            first = store.write_pid
+            assert first is not None and first != os.getpid()
+            acknowledged = 0
+            for n in range(20):
+                if n == 10:
+                    os.kill(first, signal.SIGKILL)
+                try:
+                    acknowledged += await asyncio.wait_for(store.write_batch(batch(n)), 30)
+                except ServiceUnavailable:
+                    assert n == 10, "only the batch sent as the process died may fail"
+            second = store.write_pid
+            assert second is not None and second != first
+            stored = 0
+            for device in range(1, 5):
+                stored += sum(info.count for info in await store.keys(device))
+            return acknowledged, stored, second
+        finally:
+            await store.close()
+
+    acknowledged, stored, second = asyncio.run(run())
+    assert acknowledged in (1900, 2000)
+    assert stored >= acknowledged
+    assert _wait_until(lambda: not _alive(second)), "close() left the write process running"
+
+
+_WRITING_SERVER = """
+import asyncio, sys
+from iotflow.storage.timeseries.base import Point
+from iotflow.storage.timeseries.sqlite import SqliteTimeseriesStore
+
+async def main():
+    store = SqliteTimeseriesStore(sys.argv[1], write_process=True)
+    await store.open()
+    print(store.write_pid, flush=True)
+    n = 0
+    while True:
+        await store.write_batch([Point(1, "t", 1_700_000_000_000 + n * 10 + i, 1.5, None) for i in range(10)])
+        n += 1
+        print(n * 10, flush=True)  # acknowledged so far
+
+asyncio.run(main())
+"""
+
+
+def test_the_write_process_ends_with_a_server_killed_with_sigkill_and_keeps_what_it_answered(
+    tmp_path: Path,
+) -> None:
+    """Killed with -9 mid-stream, the server's write process ends too; every point it answered for is
+    in the file afterwards."""
+    path = str(tmp_path / "telemetry.db")
+    server = subprocess.Popen(
+        [sys.executable, "-c", _WRITING_SERVER, path], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        pid = int(server.stdout.readline())
+        acknowledged = 0
+        while acknowledged < 3000:
+            acknowledged = int(server.stdout.readline())
+        assert _alive(pid)
+    finally:
+        server.kill()
+        server.wait()
+    assert _wait_until(lambda: not _alive(pid)), "the write process outlived its server"
+
+    async def count() -> int:
+        store = SqliteTimeseriesStore(path)
+        await store.open()
+        try:
+            return sum(info.count for info in await store.keys(1))
+        finally:
+            await store.close()
+
+    assert asyncio.run(count()) >= acknowledged
+
+
+def test_writes_go_to_a_thread_when_the_write_process_cannot_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write process that cannot start (here: it cannot import its module) does not stop the store:
+    it writes in its own thread, and says so in the log."""
+    monkeypatch.setattr(_sqlite_wproc, "_MODULE", "iotflow.no_such_module")
+
+    async def run() -> tuple[int | None, int]:
+        store = SqliteTimeseriesStore(str(tmp_path / "telemetry.db"), write_process=True)
+        await store.open()
+        try:
+            written = await store.write_batch([Point(1, "t", T0 + i, float(i), None) for i in range(10)])
+            return store.write_pid, written
+        finally:
+            await store.close()
+
+    assert asyncio.run(run()) == (None, 10)

@@ -52,9 +52,9 @@ FACTORIES: dict[str, Callable[[Path], TimeseriesStore]] = {
     "sqlite-rows": lambda tmp: SqliteTimeseriesStore(
         str(tmp / "telemetry.db"), chunk_ms=HOUR, head_rows=64, packed_reads=False
     ),
-    # History and aggregates read in processes of their own (the server's default).
+    # Writes, history and aggregates in processes of their own (the server's default).
     "sqlite-processes": lambda tmp: SqliteTimeseriesStore(
-        str(tmp / "telemetry.db"), chunk_ms=HOUR, head_rows=64, read_processes=2
+        str(tmp / "telemetry.db"), chunk_ms=HOUR, head_rows=64, read_processes=2, write_process=True
     ),
 }
 

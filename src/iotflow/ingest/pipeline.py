@@ -136,7 +136,9 @@ class IngestPipeline:
         self._queue.append(_Item(points, future))
         self._queued_points += n
         self._wakeup.set()
-        await asyncio.shield(future)
+        # A submitter cancelled meanwhile cancels only its wait: its points stay queued, are written
+        # with their batch, and the batcher skips the cancelled future.
+        await future
 
     # ----- the batcher -----------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ def get_timeseries_store(settings: Settings) -> TimeseriesStore:
             str(path),
             chunk_ms=settings.timeseries_chunk_hours * 3_600_000,
             read_processes=settings.read_processes,
+            write_process=settings.write_process,
         )
     raise ConfigError(
         f"IOTFLOW_TIMESERIES_URL: no telemetry store for {url.split(':', 1)[0]!r} in this version "

@@ -22,6 +22,7 @@ import logging
 import os
 import sys
 from collections import deque
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,13 +107,7 @@ class ReadProcesses:
         stdin = proc.proc.stdin
         assert stdin is not None
         stdin.write(len(body).to_bytes(4, "big") + body)
-        ok, result = await future
-        if ok:
-            return result
-        kind, _, message = str(result).partition(": ")
-        if kind == "ValueError":
-            raise ValueError(message)
-        raise RuntimeError(f"telemetry read process: {result}")
+        return outcome(await future, "telemetry read process")
 
     async def _start(self) -> None:
         if self._starting is None:
@@ -123,22 +118,7 @@ class ReadProcesses:
                 self._procs.append(await self._spawn())
 
     async def _spawn(self) -> _Proc:
-        env = dict(os.environ)
-        if Path(_SRC).name not in ("site-packages", "dist-packages"):  # a source checkout
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, (_SRC, env.get("PYTHONPATH"))))
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-P",  # not the server's working directory on the import path
-            "-m",
-            _MODULE,
-            self.path,
-            str(self.chunk_ms),
-            "packed" if self.packed else "rows",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env=env,
-            limit=_FRAME_LIMIT,
-        )
+        process = await spawn(_MODULE, self.path, str(self.chunk_ms), "packed" if self.packed else "rows")
         proc = _Proc(process)
         proc.task = asyncio.create_task(self._answers(proc), name=f"ts-read-process-{process.pid}")
         return proc
@@ -147,16 +127,14 @@ class ReadProcesses:
         stdout = proc.proc.stdout
         assert stdout is not None
         try:
-            while True:
-                head = await stdout.readexactly(4)
-                answer = self._decode(await stdout.readexactly(int.from_bytes(head, "big")))
+            async for answer in answers(stdout, self._decode):
                 future, cost = proc.waiting.popleft()
                 proc.load -= cost
                 proc.answered += 1
                 self._failed_starts = 0
                 if not future.done():  # not cancelled meanwhile
                     future.set_result(answer)
-        except (asyncio.IncompleteReadError, ConnectionError, IndexError, msgspec.DecodeError) as exc:
+        except ENDED as exc:
             if not self._closed:
                 if not proc.answered:
                     self._failed_starts += 1
@@ -193,10 +171,57 @@ class ReadProcesses:
 
     @staticmethod
     async def _end(proc: _Proc) -> None:
-        try:
-            await asyncio.wait_for(proc.proc.wait(), 5)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.proc.kill()
+        await end(proc.proc, 5)
         if proc.task is not None:
             await proc.task
+
+
+# How reading a helper process's answers ends when the process ends (or answers nonsense).
+ENDED = (asyncio.IncompleteReadError, ConnectionError, IndexError, msgspec.DecodeError)
+
+
+async def answers(stdout: asyncio.StreamReader, decode: Callable[[bytes], Any]) -> AsyncIterator[Any]:
+    """The frames a helper process answers, decoded, until its stdout ends (raises one of ``ENDED``)."""
+    while True:
+        head = await stdout.readexactly(4)
+        yield decode(await stdout.readexactly(int.from_bytes(head, "big")))
+
+
+def outcome(answer: Any, what: str) -> Any:
+    """The result of an answer ``[ok, result]``; a failure raised here with its kind (ValueError)
+    or as a RuntimeError naming ``what``."""
+    ok, result = answer
+    if ok:
+        return result
+    kind, _, message = str(result).partition(": ")
+    if kind == "ValueError":
+        raise ValueError(message)
+    raise RuntimeError(f"{what}: {result}")
+
+
+async def spawn(module: str, *args: str) -> asyncio.subprocess.Process:
+    """``python -m module args...`` with pipes for stdin and stdout, importing this very iotflow."""
+    env = dict(os.environ)
+    if Path(_SRC).name not in ("site-packages", "dist-packages"):  # a source checkout
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (_SRC, env.get("PYTHONPATH"))))
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-P",  # not the server's working directory on the import path
+        "-m",
+        module,
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
+        limit=_FRAME_LIMIT,
+    )
+
+
+async def end(process: asyncio.subprocess.Process, seconds: float) -> None:
+    """Wait for a process whose stdin was closed to end; kill it after ``seconds``."""
+    try:
+        await asyncio.wait_for(process.wait(), seconds)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()

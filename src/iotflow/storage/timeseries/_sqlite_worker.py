@@ -2,11 +2,9 @@
 
     python -m iotflow.storage.timeseries._sqlite_worker PATH CHUNK_MS packed|rows
 
-Reads requests from stdin and answers each, in order, on stdout. A frame is a 4-byte big-endian
-length and a msgpack array: a request ``[op, args]``, an answer ``[true, result]`` or
-``[false, "ErrorType: message"]``. ``op`` is ``query_json`` or ``aggregate`` with the arguments of
-the reader functions of the same names (after ``conn`` and ``layout``). The process ends at the end
-of stdin, so it never outlives the server, even one killed with ``kill -9``.
+Frames (see ``_sqlite_frames``) hold a msgpack array: a request ``[op, args]``, an answer
+``[true, result]`` or ``[false, "ErrorType: message"]``. ``op`` is ``query_json`` or ``aggregate``
+with the arguments of the reader functions of the same names (after ``conn`` and ``layout``).
 
 It has its own interpreter, so it steps SQLite row by row (``packed=False``): the text formatting
 that packed reads need to avoid waiting for the server's interpreter lock costs more than stepping.
@@ -14,8 +12,6 @@ that packed reads need to avoid waiting for the server's interpreter lock costs 
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -25,6 +21,7 @@ import msgspec
 
 from iotflow.storage.timeseries import _sqlite_partials as partials
 from iotflow.storage.timeseries import _sqlite_reader as reader
+from iotflow.storage.timeseries._sqlite_frames import child_streams, read_frame, write_frame
 from iotflow.storage.timeseries._sqlite_writer import connect
 
 CACHE_KIB = 16384  # KiB of SQLite page cache per read process (its RSS is about 20 MB without)
@@ -49,11 +46,7 @@ def serve(path: str, chunk_ms: int, packed: bool, requests: BinaryIO, answers: B
     decode = msgspec.msgpack.Decoder().decode
     encode = msgspec.msgpack.Encoder().encode
     try:
-        while True:
-            head = requests.read(4)
-            if len(head) < 4:
-                return
-            body = requests.read(int.from_bytes(head, "big"))
+        while (body := read_frame(requests)) is not None:
             try:
                 op, args = decode(body)
                 fn, packed_op, layouts = ops[op]
@@ -61,8 +54,7 @@ def serve(path: str, chunk_ms: int, packed: bool, requests: BinaryIO, answers: B
                 frame = encode([True, result])
             except Exception as exc:  # answered to the server, which raises it there
                 frame = encode([False, f"{type(exc).__name__}: {exc}"])
-            answers.write(len(frame).to_bytes(4, "big") + frame)
-            answers.flush()
+            write_frame(answers, frame)
     finally:
         conn.close()
 
@@ -76,16 +68,10 @@ def _bucket(start: int, value: Any, count: int) -> tuple[Any, ...]:
 
 
 def main(argv: list[str]) -> int:
-    # Ctrl-C in a terminal reaches the whole process group: the server stops these processes itself
-    # (they end with their stdin), after its in-flight requests.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     path, chunk_ms, packed = argv[0], int(argv[1]), argv[2] == "packed"
-    # Answers go to a copy of stdout; fd 1 then points at stderr, so that nothing printed by
-    # accident can corrupt the frames.
-    answers = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
+    requests, answers = child_streams()
     with answers:
-        serve(path, chunk_ms, packed, sys.stdin.buffer, answers)
+        serve(path, chunk_ms, packed, requests, answers)
     return 0
 
 

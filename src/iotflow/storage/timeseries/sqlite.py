@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 from iotflow.storage.timeseries import _sqlite_reader as reader
 from iotflow.storage.timeseries._sqlite_checkpoint import Checkpointer
 from iotflow.storage.timeseries._sqlite_procs import ReadProcesses
+from iotflow.storage.timeseries._sqlite_wproc import WriteProcess, WriterStopped
 from iotflow.storage.timeseries._sqlite_writer import Writer, connect
 from iotflow.storage.timeseries.base import (
     AGGREGATE_FUNCS,
@@ -74,6 +75,7 @@ class SqliteTimeseriesStore:
         head_rows: int = 20_000,
         packed_reads: bool | None = None,
         read_processes: int = 0,
+        write_process: bool = False,
     ) -> None:
         if chunk_ms <= 0 or head_rows <= 0:
             raise ValueError("chunk_ms and head_rows must be positive")
@@ -95,11 +97,19 @@ class SqliteTimeseriesStore:
         # History and aggregate reads in their own processes (see ``_sqlite_procs``); 0: threads
         self._read_processes = read_processes
         self._procs: ReadProcesses | None = None
+        # Writes in a process of their own (see ``_sqlite_wproc``); None: the writer thread
+        self._wproc = WriteProcess(path, chunk_ms, synchronous.upper(), head_rows) if write_process else None
+        self._to_thread: asyncio.Lock | None = None
 
     @property
     def chunk_ms(self) -> int:
         """The chunk width in use (an existing file keeps the width it was created with)."""
-        return self._writer.chunk_ms
+        return self._writer.chunk_ms if self._wproc is None else self._wproc.chunk_ms
+
+    @property
+    def write_pid(self) -> int | None:
+        """The write process's pid, or None when the writer is a thread of this process."""
+        return None if self._wproc is None else self._wproc.pid
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -114,18 +124,28 @@ class SqliteTimeseriesStore:
                 log.warning("this SQLite does not print REALs exactly: time-series reads go row by row")
         self._write_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ts-writer")
         self._read_pool = ThreadPoolExecutor(max_workers=_READERS, thread_name_prefix="ts-reader")
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._write_pool, self._writer.open)
+            if self._wproc is not None:
+                try:
+                    await self._wproc.start()
+                except (OSError, WriterStopped) as exc:
+                    log.error("the telemetry write process cannot start (%s): writes go to a thread", exc)
+                    await self._wproc.close()
+                    self._wproc = None
+            if self._wproc is None:
+                await self._open_thread_writer()
         except BaseException:
             await asyncio.to_thread(self._shutdown)
             raise
-        self._checkpointer.start()
         if self._read_processes:
             self._procs = ReadProcesses(
-                self.path, self._writer.chunk_ms, self._read_processes, packed=bool(self._packed)
+                self.path, self.chunk_ms, self._read_processes, packed=bool(self._packed)
             )
         self._state = "open"
+
+    async def _open_thread_writer(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._write_pool, self._writer.open)
+        self._checkpointer.start()
 
     async def close(self) -> None:
         if self._state == "closed":
@@ -134,7 +154,9 @@ class SqliteTimeseriesStore:
         self._state = "closed"
         if self._procs is not None:
             await self._procs.close()
-        if was_open and self._write_pool is not None:
+        if self._wproc is not None:
+            await self._wproc.close()  # after every write sent before close(): they all finish first
+        elif was_open and self._write_pool is not None:
             # Queued behind every write submitted before close(): they all finish first.
             await asyncio.get_running_loop().run_in_executor(self._write_pool, self._writer.close)
         await asyncio.to_thread(self._shutdown)
@@ -157,10 +179,27 @@ class SqliteTimeseriesStore:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _write(self, op: str, *args: Any) -> Any:
+        """The writer's method ``op`` with ``args``, in the write process or on the writer thread."""
         self._check_open()
+        if self._wproc is not None:
+            if self._wproc.usable:
+                return await self._wproc.call(op, *args)
+            await self._writer_to_thread()
         assert self._write_pool is not None
-        return await asyncio.get_running_loop().run_in_executor(self._write_pool, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._write_pool, getattr(self._writer, op), *args
+        )
+
+    async def _writer_to_thread(self) -> None:
+        """After write processes kept dying before opening the file: the writer thread takes over."""
+        if self._to_thread is None:
+            self._to_thread = asyncio.Lock()
+        async with self._to_thread:
+            if self._wproc is not None:
+                await self._wproc.close()
+                await self._open_thread_writer()
+                self._wproc = None
 
     async def _read(self, fn: Callable[..., T], *args: Any, chunks: bool = False) -> T:
         """``fn(conn, *args)`` (``fn(conn, layout, *args)`` with ``chunks``) on a reader thread."""
@@ -183,9 +222,7 @@ class SqliteTimeseriesStore:
             local.conn, local.layout = conn, reader.LayoutCache()
             with self._lock:
                 self._reader_conns.append(conn)
-        return reader.run_read(
-            conn, local.layout, self._writer.chunk_ms, bool(self._packed), fn, args, chunks
-        )
+        return reader.run_read(conn, local.layout, self.chunk_ms, bool(self._packed), fn, args, chunks)
 
     # -- API ---------------------------------------------------------------------------------
 
@@ -196,7 +233,7 @@ class SqliteTimeseriesStore:
         if not points:
             self._check_open()
             return 0
-        return await self._write(self._writer.write_batch, tuple(points))
+        return int(await self._write("write_batch", points))
 
     async def query(
         self,
@@ -283,10 +320,10 @@ class SqliteTimeseriesStore:
         start_ms: int | None = None,
         end_ms: int | None = None,
     ) -> int:
-        return await self._write(self._writer.delete, device_id, keys, start_ms, end_ms)
+        return int(await self._write("delete", device_id, keys, start_ms, end_ms))
 
     async def delete_device(self, device_id: int) -> int:
-        return await self._write(self._writer.delete_device, device_id)
+        return int(await self._write("delete_device", device_id))
 
     async def count_points(self, device_id: int | None = None, since_ms: int | None = None) -> int:
         return await self._read(reader.count_points, device_id, since_ms, chunks=True)
