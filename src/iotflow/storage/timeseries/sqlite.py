@@ -11,14 +11,17 @@ Layout
     this keeps the pages a batch dirties few (see ``_sqlite_writer``). Readers see ``head`` as the
     newest chunk of each series. See ``_sqlite_codec`` for how typed values are stored.
 
-Threads
-    All writes run on one dedicated writer thread that owns the write connection; each batch is one
-    ``BEGIN IMMEDIATE`` transaction. Reads run on a small pool of reader threads, each with its own
-    connection and each read in one read transaction, so they see a consistent snapshot and never
-    wait behind writes (WAL mode). Nothing touches SQLite on the event loop.
+Threads and processes
+    All writes go through one writer (``_sqlite_writer``) that owns the write connection; each batch
+    is one ``BEGIN IMMEDIATE`` transaction. The writer runs in a process of its own with
+    ``write_process=True`` (the server's default, see ``_sqlite_wproc``), else on a dedicated
+    thread. Reads run on a small pool of reader threads, each with its own connection and each read
+    in one read transaction, so they see a consistent snapshot and never wait behind writes (WAL
+    mode); with ``read_processes``, history and aggregate reads run in processes of their own (see
+    ``_sqlite_procs``). Nothing touches SQLite on the event loop.
 
 Checkpoints
-    Off the writer's path, on their own thread (see ``_sqlite_checkpoint``).
+    Off the writer's path, on their own thread beside the writer (see ``_sqlite_checkpoint``).
 
 Durability
     WAL with ``synchronous=NORMAL`` (the default): a committed batch survives a crash of the process
