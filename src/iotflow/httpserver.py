@@ -60,6 +60,12 @@ class CoalescingHttpProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
 
+    def eof_received(self) -> None:
+        # The client closed its side after its request: asyncio closes the transport when this
+        # returns, so an answer gathered in this loop step goes out now.
+        self.transport.flush()  # type: ignore[attr-defined]
+        super().eof_received()
+
 
 def uvicorn_options() -> dict[str, Any]:
     """The ``uvicorn.run`` options of ``iotflow serve`` besides host and port (the P1 benchmark's bare

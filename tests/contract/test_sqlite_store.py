@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -291,3 +292,69 @@ def test_writes_go_to_a_thread_when_the_write_process_cannot_start(
             await store.close()
 
     assert asyncio.run(run()) == (None, 10)
+
+
+def test_a_writer_picks_up_what_another_writer_committed(tmp_path: Path) -> None:
+    """Two writers on one file — a one-shot CLI command beside the server, or a write process that
+    outlived a killed server and finished its batch: each writer's next batch sees what the other
+    committed (new series, deleted series), so nothing fails and nothing is written under a series
+    that no longer exists."""
+    path = str(tmp_path / "telemetry.db")
+
+    async def run() -> tuple[list[Any], list[Any]]:
+        a, b = SqliteTimeseriesStore(path), SqliteTimeseriesStore(path)
+        await a.open()
+        await b.open()
+        try:
+            await a.write_batch([Point(1, "t", T0, 1.0, None)])
+            # b opened before a created series (1, "t")
+            await b.write_batch([Point(1, "t", T0 + 1, 2.0, None), Point(2, "u", T0, 3.0, None)])
+            assert await b.delete_device(1) == 2
+            # a still knew series (1, "t") from its own first batch
+            await a.write_batch([Point(1, "t", T0 + 2, 4.0, None), Point(2, "u", T0 + 1, 5.0, None)])
+            records = await b.query(1, start_ms=T0 - 1, end_ms=T0 + 10, limit=10, order="asc")
+            infos = [(i.key, i.count) for d in (1, 2) for i in await a.keys(d)]
+            return [(r.ts_ms, r.values) for r in records], infos
+        finally:
+            await a.close()
+            await b.close()
+
+    records, infos = asyncio.run(run())
+    assert records == [(T0 + 2, {"t": 4.0})]
+    assert infos == [("t", 1), ("u", 2)]
+
+
+def test_writes_move_to_a_thread_when_write_processes_keep_dying(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write process dies and no other can start (here: its module is gone): each write meanwhile
+    is refused with a 503, at most one per failed start, then the store's own thread writes, and every
+    acknowledged batch is stored."""
+    path = str(tmp_path / "telemetry.db")
+
+    async def run() -> tuple[int, int, int]:
+        store = SqliteTimeseriesStore(path, write_process=True)
+        await store.open()
+        try:
+            await store.write_batch([Point(1, "t", T0, 0.0, None)])
+            pid = store.write_pid
+            assert pid is not None
+            monkeypatch.setattr(_sqlite_wproc, "_MODULE", "iotflow.no_such_module")
+            os.kill(pid, signal.SIGKILL)
+            acknowledged, refused = 1, 0
+            for n in range(1, 11):
+                batch = [Point(1, "t", T0 + n * 10 + i, float(n), None) for i in range(10)]
+                try:
+                    acknowledged += await asyncio.wait_for(store.write_batch(batch), 30)
+                except ServiceUnavailable:
+                    refused += 1
+            assert store.write_pid is None  # the thread writes now
+            stored = sum(info.count for info in await store.keys(1))
+            return acknowledged, refused, stored
+        finally:
+            await store.close()
+
+    acknowledged, refused, stored = asyncio.run(run())
+    assert 1 <= refused <= _sqlite_procs.MAX_FAILED_STARTS + 1
+    assert acknowledged == 1 + (10 - refused) * 10
+    assert stored >= acknowledged

@@ -14,12 +14,14 @@ from typing import BinaryIO
 
 
 def child_streams() -> tuple[BinaryIO, BinaryIO]:
-    """(requests, answers) for a helper process, which Ctrl-C does not reach.
+    """(requests, answers) for a helper process, which Ctrl-C and SIGTERM do not stop.
 
-    Ctrl-C in a terminal reaches the whole process group: the server stops its helpers itself (they
-    end with their stdin), after its in-flight requests. Answers go to a copy of stdout; fd 1 then
-    points at stderr, so that nothing printed by accident can corrupt the frames."""
+    Ctrl-C in a terminal, and a service manager's SIGTERM, reach the whole process group: the server
+    stops its helpers itself (they end with their stdin), after its in-flight requests. Answers go
+    to a copy of stdout; fd 1 then points at stderr, so that nothing printed by accident can corrupt
+    the frames."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     return sys.stdin.buffer, answers

@@ -84,8 +84,8 @@ class WriteProcess:
         if self._starting is None:
             self._starting = asyncio.Lock()
         async with self._starting:
-            if self._closed:
-                raise RuntimeError("time-series store is closed")
+            if self._closed:  # the store closed, or its writer moved to a thread: not this one's to do
+                raise WriterStopped("The telemetry writer has stopped")
             run = self._run
             if run is not None and run.alive and run.opened:
                 return run
@@ -107,7 +107,7 @@ class WriteProcess:
     async def call(self, op: str, *args: Any) -> Any:
         """Run ``op`` in the write process; raises ServiceUnavailable when the process ends meanwhile."""
         if self._closed:
-            raise RuntimeError("time-series store is closed")
+            raise WriterStopped("The telemetry writer has stopped")
         run = self._run
         if run is None or not (run.alive and run.opened):
             run = await self.start()

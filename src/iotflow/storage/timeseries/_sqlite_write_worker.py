@@ -62,7 +62,10 @@ def serve(writer: Writer, requests: BinaryIO, answers: BinaryIO) -> None:
                     checkpointer.start()
             except Exception as exc:  # answered to the server, which raises it there
                 frame = encode([False, f"{type(exc).__name__}: {exc}"])
-            write_frame(answers, frame)
+            try:
+                write_frame(answers, frame)
+            except BrokenPipeError:  # the server is gone (killed): nobody is left to answer
+                return
     finally:
         if checkpointer is not None:
             checkpointer.stop()

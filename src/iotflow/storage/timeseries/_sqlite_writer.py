@@ -170,6 +170,7 @@ class Writer:
         self._last_step = 0.0  # time.monotonic() of the last compaction step
         self._undo: list[Callable[[], None]] = []  # restores the in-memory state on rollback
         self._changed: set[int] = set()  # the chunks the current transaction writes to
+        self._data_version = 0  # PRAGMA data_version when the maps were read: see _transaction
         self.restart_wal = threading.Event()  # set by the checkpointer: finish its checkpoint
         self._conn: sqlite3.Connection | None = None
 
@@ -188,6 +189,17 @@ class Writer:
         elif int(row[0]) != self.chunk_ms:
             log.warning("time-series file %s uses chunk_ms=%s; ignoring %s", self.path, row[0], self.chunk_ms)
             self.chunk_ms = int(row[0])
+        conn.execute("BEGIN IMMEDIATE")  # after any transaction another writer is in (see _transaction)
+        try:
+            self._load(conn)
+        finally:
+            conn.execute("COMMIT")
+
+    def _load(self, conn: sqlite3.Connection) -> None:
+        """Read the in-memory maps from the file."""
+        for d in (self._ids, self._last, self._units, self._types):
+            d.clear()
+        self._chunk_set.clear()
         for sid, device_id, key, unit, types, last_ts in conn.execute(
             "SELECT id, device_id, key, unit, types, last_ts FROM series"
         ):
@@ -202,6 +214,7 @@ class Writer:
             if chunk is not None:
                 self._chunk_set.add(chunk)
         self.chunks = tuple(sorted(self._chunk_set))
+        self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -222,8 +235,17 @@ class Writer:
         conn = self.conn
         self._undo = []
         self._changed.clear()
-        head_count, n_chunks = self._head_count, len(self._chunk_set)
         conn.execute("BEGIN IMMEDIATE")
+        if conn.execute("PRAGMA data_version").fetchone()[0] != self._data_version:
+            # Another connection wrote since this writer's last transaction (a one-shot CLI command
+            # beside the server, or a write process that outlived a killed server and finished its
+            # batch): the in-memory maps may be stale.
+            try:
+                self._load(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        head_count, n_chunks = self._head_count, len(self._chunk_set)
         try:
             result = body(conn)
             if self._changed:

@@ -185,9 +185,17 @@ class SqliteTimeseriesStore:
     async def _write(self, op: str, *args: Any) -> Any:
         """The writer's method ``op`` with ``args``, in the write process or on the writer thread."""
         self._check_open()
-        if self._wproc is not None:
-            if self._wproc.usable:
-                return await self._wproc.call(op, *args)
+        wproc = self._wproc
+        if wproc is not None:
+            if wproc.usable:
+                try:
+                    return await wproc.call(op, *args)
+                except WriterStopped:
+                    if self._wproc is wproc and wproc.usable:
+                        raise  # 503; the next write starts another process
+                # The processes kept dying (this one too, or another write's meanwhile): this write
+                # goes to the thread. It may have been committed before the process died; writing
+                # it again changes nothing (points are upserts, deletes find nothing more).
             await self._writer_to_thread()
         assert self._write_pool is not None
         return await asyncio.get_running_loop().run_in_executor(
@@ -199,6 +207,7 @@ class SqliteTimeseriesStore:
         if self._to_thread is None:
             self._to_thread = asyncio.Lock()
         async with self._to_thread:
+            self._check_open()  # not after close()
             if self._wproc is not None:
                 await self._wproc.close()
                 await self._open_thread_writer()
