@@ -10,9 +10,9 @@ the server's part of a batch is one msgpack encoding and a pipe write.
 Nothing else changes: one writer owns the file, batches are written one at a time in the order they
 were sent, and a batch is answered only after its commit, so an acknowledgement still means
 "stored". The process is started by :meth:`WriteProcess.start` and again on the next write after it
-died; a write it held when it died fails with 503 (nothing of it was acknowledged; a retry writes
-it again, and points are upserts). After three processes in a row die before opening the file, the
-store writes in its thread instead (see :class:`~iotflow.storage.timeseries.sqlite.SqliteTimeseriesStore`).
+died; a write it held when it died fails here with :class:`WriterStopped` (a 503), and the store
+sends it once more (points are upserts). After three processes in a row die before opening the file,
+the store writes in its thread instead (see ``SqliteTimeseriesStore._write``).
 The process ends when its stdin closes: at :meth:`WriteProcess.close`, or when the server dies, even
 with ``kill -9``, after finishing the transaction it was in.
 """

@@ -187,15 +187,17 @@ class SqliteTimeseriesStore:
         self._check_open()
         wproc = self._wproc
         if wproc is not None:
-            if wproc.usable:
+            # A write whose process died before answering is sent once more, to a new process (or
+            # to the thread, once processes keep dying): it may have been committed already, and
+            # writing it again changes nothing (points are upserts; a delete finds nothing more).
+            for attempt in range(2):
+                if not wproc.usable or self._wproc is not wproc:
+                    break
                 try:
                     return await wproc.call(op, *args)
                 except WriterStopped:
-                    if self._wproc is wproc and wproc.usable:
-                        raise  # 503; the next write starts another process
-                # The processes kept dying (this one too, or another write's meanwhile): this write
-                # goes to the thread. It may have been committed before the process died; writing
-                # it again changes nothing (points are upserts, deletes find nothing more).
+                    if attempt and self._wproc is wproc and wproc.usable:
+                        raise  # twice in a row: 503
             await self._writer_to_thread()
         assert self._write_pool is not None
         return await asyncio.get_running_loop().run_in_executor(
