@@ -354,3 +354,42 @@ def test_writes_move_to_a_thread_when_write_processes_keep_dying(
     assert 1 <= refused <= _sqlite_procs.MAX_FAILED_STARTS + 1
     assert acknowledged == 1 + (10 - refused) * 10
     assert stored >= acknowledged
+
+
+def test_a_write_process_whose_server_is_gone_finishes_its_batch_and_exits_quietly(tmp_path: Path) -> None:
+    """What a write process sees when its server was killed: nobody reads its answers any more. It
+    commits the batch it has, exits with 0, and prints no traceback into the server's log."""
+    import msgspec
+
+    path = str(tmp_path / "telemetry.db")
+
+    def frame(op: str, *args: Any) -> bytes:
+        body = b"m" + msgspec.msgpack.encode([op, args])
+        return len(body).to_bytes(4, "big") + body
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", _sqlite_wproc._MODULE, path, str(24 * 3_600_000), "NORMAL", "20000"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert worker.stdin is not None and worker.stdout is not None and worker.stderr is not None
+    worker.stdin.write(frame("open"))
+    worker.stdin.flush()
+    head = worker.stdout.read(4)
+    assert msgspec.msgpack.decode(worker.stdout.read(int.from_bytes(head, "big")))[0] is True
+    worker.stdout.close()  # the server is gone
+    worker.stdin.write(frame("write_batch", [[1, "t", T0 + i, float(i), None] for i in range(10)]))
+    worker.stdin.close()
+    assert worker.wait(30) == 0
+    assert b"Traceback" not in worker.stderr.read()
+
+    async def count() -> int:
+        store = SqliteTimeseriesStore(path)
+        await store.open()
+        try:
+            return sum(info.count for info in await store.keys(1))
+        finally:
+            await store.close()
+
+    assert asyncio.run(count()) == 10

@@ -11,7 +11,7 @@ Nothing else changes: one writer owns the file, batches are written one at a tim
 were sent, and a batch is answered only after its commit, so an acknowledgement still means
 "stored". The process is started by :meth:`WriteProcess.start` and again on the next write after it
 died; a write it held when it died fails here with :class:`WriterStopped` (a 503), and the store
-sends it once more (points are upserts). After three processes in a row die before opening the file,
+sends a batch once more (points are upserts). After three processes in a row die before opening the file,
 the store writes in its thread instead (see ``SqliteTimeseriesStore._write``).
 The process ends when its stdin closes: at :meth:`WriteProcess.close`, or when the server dies, even
 with ``kill -9``, after finishing the transaction it was in.
@@ -93,7 +93,13 @@ class WriteProcess:
                 await self._stop(run)
             if not self.usable:
                 raise WriterStopped("The telemetry writer cannot start; see the server log")
-            run = self._run = _Run(await spawn(_MODULE, *self.args))
+            try:
+                process = await spawn(_MODULE, *self.args)
+            except OSError as exc:  # no process to be had (out of file descriptors, say)
+                self._failed_starts += 1
+                log.warning("cannot start a telemetry write process: %s", exc)
+                raise WriterStopped("The telemetry writer cannot start; see the server log") from exc
+            run = self._run = _Run(process)
             run.task = asyncio.create_task(self._answers(run), name="ts-write-process")
             try:
                 self.chunk_ms = await self._send(run, "open", ())

@@ -15,6 +15,7 @@ answer that never left still means nothing was acknowledged.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, BinaryIO
@@ -65,6 +66,7 @@ def serve(writer: Writer, requests: BinaryIO, answers: BinaryIO) -> None:
             try:
                 write_frame(answers, frame)
             except BrokenPipeError:  # the server is gone (killed): nobody is left to answer
+                os.dup2(os.open(os.devnull, os.O_WRONLY), answers.fileno())  # closing flushes there
                 return
     finally:
         if checkpointer is not None:

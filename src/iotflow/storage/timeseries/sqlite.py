@@ -187,18 +187,21 @@ class SqliteTimeseriesStore:
         self._check_open()
         wproc = self._wproc
         if wproc is not None:
-            # A write whose process died before answering is sent once more, to a new process (or
-            # to the thread, once processes keep dying): it may have been committed already, and
-            # writing it again changes nothing (points are upserts; a delete finds nothing more).
-            for attempt in range(2):
+            # A batch whose process died before answering is sent once more, to a new process (or to
+            # the thread, once processes keep dying). It may have been committed already: its points
+            # are then upserts that change nothing, and the count of new points it returns is low
+            # (nothing uses it). A delete is not sent again: the count of deleted points it answers
+            # would be wrong, so it fails with the 503 and the client decides.
+            for attempt in range(2 if op == "write_batch" else 1):
                 if not wproc.usable or self._wproc is not wproc:
                     break
                 try:
                     return await wproc.call(op, *args)
                 except WriterStopped:
-                    if attempt and self._wproc is wproc and wproc.usable:
-                        raise  # twice in a row: 503
+                    if self._wproc is wproc and wproc.usable and (attempt or op != "write_batch"):
+                        raise  # 503
             await self._writer_to_thread()
+            self._check_open()  # close() may have run meanwhile
         assert self._write_pool is not None
         return await asyncio.get_running_loop().run_in_executor(
             self._write_pool, getattr(self._writer, op), *args
@@ -212,6 +215,7 @@ class SqliteTimeseriesStore:
             self._check_open()  # not after close()
             if self._wproc is not None:
                 await self._wproc.close()
+                self._check_open()
                 await self._open_thread_writer()
                 self._wproc = None
 
