@@ -112,6 +112,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         stack.push_async_callback(alerts.stop)
         pipeline.add_listener(alerts.on_points)
         devices.on_delete(alerts.forget_device)
+        users.on_delete(alerts.forget_user)
         mqtt = open_transport(settings)  # embedded broker, external broker client, or disabled
         await mqtt.start()
         stack.push_async_callback(mqtt.stop)

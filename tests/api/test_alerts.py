@@ -260,6 +260,29 @@ def test_rule_bad_requests_and_credentials(api: httpx.Client, device: dict[str, 
     assert api.get("/api/v1/alerts/rules/99999999999999999999", headers=user).status_code in (400, 404)
 
 
+def test_a_deleted_users_rules_and_alerts_go_with_them(api: httpx.Client) -> None:
+    """Deleting a user deletes their devices, and now also their rules (fleet-wide ones included) and
+    the alerts those raised: nothing of theirs stays in the admin's lists or keeps being evaluated."""
+    user = new_user(api)
+    dev = owned_device(api, user)
+    key = unique_key()
+    device_rule = make_rule(api, user, key=key, device_id=dev["id"])
+    fleet_rule = make_rule(api, user, key=key)
+    send(api, dev, **{key: 99})
+    both = {device_rule["id"], fleet_rule["id"]}
+    wait_for(lambda: {a["rule_id"] for a in alerts(api, ADMIN, device_id=dev["id"])} == both, timeout=5)
+    public_id = api.get("/api/v1/users/me", headers=user).json()["user"]["user_id"]
+    r = api.delete(f"/api/v1/users/{public_id}", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    for rule in (device_rule, fleet_rule):
+        assert api.get(f"/api/v1/alerts/rules/{rule['id']}", headers=ADMIN).status_code == 404
+    listed = api.get("/api/v1/alerts/rules", params={"limit": 1000}, headers=ADMIN).json()["rules"]
+    assert not {device_rule["id"], fleet_rule["id"]} & {r["id"] for r in listed}
+    assert not [
+        a for a in alerts(api, ADMIN, limit=1000) if a["rule_id"] in (device_rule["id"], fleet_rule["id"])
+    ]
+
+
 def test_rule_ownership(api: httpx.Client) -> None:
     alice, bob = new_user(api), new_user(api)
     alice_dev = owned_device(api, alice)

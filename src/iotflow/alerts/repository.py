@@ -99,6 +99,14 @@ class AlertRepository:
             await s.execute(delete(Alert).where((Alert.device_id == device_id) | Alert.rule_id.in_(rules)))
             await s.execute(delete(AlertRule).where(AlertRule.device_id == device_id))
 
+    async def delete_for_user(self, user_pk: int) -> list[int]:
+        """A user is gone: their rules with their alerts, and the alerts shown to them. The rule ids."""
+        async with self._sessions() as s, s.begin():
+            ids = list((await s.execute(select(AlertRule.id).where(AlertRule.user_id == user_pk))).scalars())
+            await s.execute(delete(Alert).where((Alert.user_id == user_pk) | Alert.rule_id.in_(ids)))
+            await s.execute(delete(AlertRule).where(AlertRule.user_id == user_pk))
+            return ids
+
     async def enabled_rules(self) -> list[AlertRule]:
         async with self._sessions() as s:
             rows = await s.execute(select(AlertRule).where(AlertRule.enabled.is_(True)))

@@ -261,6 +261,13 @@ class AlertService:
             await self.repo.delete_for_device(device_id)
         await self.reload()
 
+    async def forget_user(self, user_pk: int) -> None:
+        """Called when a user is deleted: their rules and alerts go too (their devices went first)."""
+        async with self._eval_lock:
+            for rule_id in await self.repo.delete_for_user(user_pk):
+                self.engine.remove_rule(rule_id)
+        await self.reload()
+
     # ----- alerts ----------------------------------------------------------------------------------
 
     async def list_alerts(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 import msgspec
@@ -40,6 +41,11 @@ class UserService:
         self._devices = devices
         self._revoked: set[str] = set()
         self._auth_cache: dict[int, tuple[float, UserAuth]] = {}
+        self._delete_hooks: list[Callable[[int], Awaitable[None]]] = []
+
+    def on_delete(self, hook: Callable[[int], Awaitable[None]]) -> None:
+        """Run ``hook(user_pk)`` after a user was deleted (their devices first)."""
+        self._delete_hooks.append(hook)
 
     @property
     def token_ttl(self) -> int:
@@ -193,4 +199,6 @@ class UserService:
             await self._devices.delete(device_id)
         await self.repo.delete(pk)
         self._forget(pk)
+        for hook in self._delete_hooks:
+            await hook(pk)
         return user, len(device_ids)
