@@ -247,8 +247,10 @@ def db_current() -> None:
 async def _with_runtime(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
     from iotflow.runtime import open_runtime
 
-    # A one-shot command never runs the MQTT broker: the server holds its port.
-    async with open_runtime(settings.model_copy(update={"mqtt_enabled": False})) as rt:
+    # A one-shot command never runs the MQTT broker (the server holds its port), and writes and reads
+    # telemetry in its own threads: helper processes would only add their start-up to the command.
+    one_shot = {"mqtt_enabled": False, "write_process": False, "read_processes": 0}
+    async with open_runtime(settings.model_copy(update=one_shot)) as rt:
         return await action(rt)
 
 
