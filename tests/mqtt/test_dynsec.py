@@ -3,11 +3,9 @@ the plugin, one broker client per device (username = device id, password = API k
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -21,7 +19,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from tests.conftest import ADMIN, HIGH_RATE_LIMITS, key_headers
-from tests.server import Server, free_port
+from tests.mosquitto import Mosquitto
+from tests.server import Server
 
 PLUGIN = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
 ADMIN_USER, ADMIN_PASSWORD = "iotflow", "broker-admin-pw"
@@ -33,39 +32,18 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-class Mosquitto:
+class DynsecMosquitto(Mosquitto):
     """A private Mosquitto with dynamic security, set up as ``docs/mqtt.md`` says."""
 
     def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        self.dir = tmp
+        tmp.mkdir(parents=True, exist_ok=True)
         dynsec = tmp / "dynamic-security.json"
         subprocess.run(
             ["mosquitto_ctrl", "dynsec", "init", str(dynsec), ADMIN_USER, ADMIN_PASSWORD],
             check=True,
             capture_output=True,
         )
-        conf = tmp / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            f"user {getpass.getuser()}\n"
-            "allow_anonymous false\n"
-            f"plugin {PLUGIN}\n"
-            f"plugin_opt_config_file {dynsec}\n"
-            "persistence true\n"
-            f"persistence_location {tmp}/\n"
-            f"log_dest file {tmp}/mosquitto.log\n"
-        )
-        self.proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    break
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("mosquitto did not start")
-            time.sleep(0.05)
+        super().__init__(tmp, "allow_anonymous false", f"plugin {PLUGIN}", f"plugin_opt_config_file {dynsec}")
         # IoTFlow's own rights: write what it sends to devices, read device topics (shared subscription)
         for args in (
             ["createRole", "iotflow-service"],
@@ -83,21 +61,16 @@ class Mosquitto:
             timeout=10,
         )
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
 
 @dataclass
 class Setup:
-    broker: Mosquitto
+    broker: DynsecMosquitto
     server: Server
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto-dynsec"))
+    broker = DynsecMosquitto(tmp_path_factory.mktemp("mosquitto-dynsec"))
     try:
         server = Server(
             tmp_path_factory.mktemp("iotflow-dynsec"),

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import queue
 import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +19,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from tests.conftest import ADMIN, HIGH_RATE_LIMITS, key_headers
-from tests.server import Server, free_port
+from tests.mosquitto import Mosquitto
+from tests.server import Server
 
 # Without Mosquitto these tests are skipped on a developer machine, but never in CI (.ci/run installs it).
 pytestmark = pytest.mark.skipif(
@@ -32,38 +30,8 @@ pytestmark = pytest.mark.skipif(
 _ids = iter(range(1, 1_000_000))
 
 
-class Mosquitto:
-    """A private Mosquitto on a free loopback port, with persistence in its own directory."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.dir = tmp
-        self.port = free_port()
-        tmp.mkdir(parents=True, exist_ok=True)
-        conf = tmp / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            f"user {getpass.getuser()}\n"  # as root, Mosquitto would switch to its own user
-            "allow_anonymous true\n"
-            "persistence true\n"
-            f"persistence_location {tmp}/\n"
-            "max_queued_messages 100000\n"
-            "max_inflight_messages 100\n"
-            f"log_dest file {tmp}/mosquitto.log\n"
-        )
-        self.proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("mosquitto did not start")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+def _mosquitto(tmp: Path) -> Mosquitto:
+    return Mosquitto(tmp, "allow_anonymous true", "max_queued_messages 100000", "max_inflight_messages 100")
 
 
 def _iotflow(tmp: Path, broker: Mosquitto, client_id: str) -> Server:
@@ -83,7 +51,7 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    broker = _mosquitto(tmp_path_factory.mktemp("mosquitto"))
     try:
         server = _iotflow(tmp_path_factory.mktemp("iotflow"), broker, f"iotflow-test-{next(_ids)}").start()
         yield Setup(broker, server)
@@ -411,7 +379,7 @@ def test_configuration_is_retained_on_the_broker_and_cleared_on_delete(
 def test_bursts_are_acknowledged_so_the_broker_sends_nothing_again(tmp_path: Path) -> None:
     """Fast-path bursts are acknowledged with one write of all their PUBACKs: after IoTFlow stops and
     starts again on the same persistent session, the broker has nothing left to send it."""
-    broker = Mosquitto(tmp_path / "mosquitto")
+    broker = _mosquitto(tmp_path / "mosquitto")
     server = _iotflow(tmp_path / "iotflow", broker, f"iotflow-acks-{next(_ids)}").start()
     dev: Device | None = None
     total = 2000
@@ -455,7 +423,7 @@ def test_bursts_are_acknowledged_so_the_broker_sends_nothing_again(tmp_path: Pat
 def test_kill9_loses_nothing_the_broker_accepted(tmp_path: Path) -> None:
     """IoTFlow is killed with SIGKILL while a device publishes QoS 1 at full speed: after a restart,
     every message the broker acknowledged to the device is stored exactly once."""
-    broker = Mosquitto(tmp_path / "mosquitto")
+    broker = _mosquitto(tmp_path / "mosquitto")
     client_id = f"iotflow-kill-{next(_ids)}"
     server = _iotflow(tmp_path / "iotflow", broker, client_id).start()
     dev: Device | None = None
