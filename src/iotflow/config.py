@@ -134,7 +134,7 @@ class Settings(BaseSettings):
         """The telemetry store URL.
 
         Unset means "the same place as the metadata database". For SQLite that is a sibling file
-        (``<name>-telemetry.db``) so that the telemetry writer thread never waits for a metadata write.
+        (``<name>-telemetry.db``) so that the telemetry writer never waits for a metadata write.
         """
         if self.timeseries_url:
             return self.timeseries_url

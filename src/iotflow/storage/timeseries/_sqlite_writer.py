@@ -1,4 +1,4 @@
-"""The write side of the SQLite time-series store. Every method runs on the single writer thread.
+"""The write side of the SQLite time-series store. Every method runs on the one writer thread or process.
 
 New points land in ``head``, a small table with the chunks' layout that every batch appends to, and
 are moved into the time chunks in bulk ("compaction"). Compaction goes in steps of whole series

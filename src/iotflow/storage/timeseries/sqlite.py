@@ -1,4 +1,4 @@
-"""The embedded time-series store: SQLite, time-chunked tables, one writer thread.
+"""The embedded time-series store: SQLite, time-chunked tables, one writer (in its own process or thread).
 
 Layout
     ``series`` maps each (device, key) to a small integer id and carries the catalogue (unit,
