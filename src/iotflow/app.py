@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,9 +30,11 @@ from iotflow.metrics.endpoints import ROUTES as METRICS_ROUTES
 from iotflow.metrics.middleware import MetricsMiddleware
 from iotflow.mqtt.endpoints import ROUTES as MQTT_ROUTES
 from iotflow.ratelimit.hooks import check_rate_limit
-from iotflow.runtime import open_runtime
+from iotflow.runtime import Runtime, open_runtime
 from iotflow.telemetry.endpoints import ROUTES as TELEMETRY_ROUTES
 from iotflow.users.endpoints import ROUTES as USER_ROUTES
+
+log = logging.getLogger(__name__)
 
 
 def _tune_gc() -> None:
@@ -44,6 +49,14 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+async def _sweep_orphans(rt: Runtime) -> None:
+    """Telemetry left behind by devices deleted just before the server stopped goes at start-up."""
+    try:
+        await rt.devices.sweep_orphans()
+    except Exception as exc:  # the next start tries again
+        log.warning("could not look for the telemetry of deleted devices: %s", exc)
+
+
 def create_app(settings: Settings) -> Litestar:
     """Build the app for complete settings (see :func:`iotflow.config.prepare_data_dir`)."""
 
@@ -52,7 +65,13 @@ def create_app(settings: Settings) -> Litestar:
         async with open_runtime(settings) as rt:
             app.state.runtime = rt
             _tune_gc()
-            yield
+            sweep = asyncio.create_task(_sweep_orphans(rt), name="iotflow-orphan-sweep")
+            try:
+                yield
+            finally:
+                sweep.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweep
 
     api = Router(
         path="/api/v1",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -135,3 +136,38 @@ def test_overload_is_503_with_retry_after_and_stores_nothing_of_it(tmp_path: Pat
         assert len(stored) == 200 * len(accepted)  # all of every accepted batch, nothing of the refused
     finally:
         srv.stop()
+
+
+def test_points_of_a_device_deleted_just_before_a_crash_go_at_the_next_start(tmp_path: Path) -> None:
+    """Deleting a device deletes its row first, then its points. A server killed in between left the
+    points for ever; the next start now deletes them, and leaves every other device's alone."""
+    data = tmp_path / "data"
+    srv = Server(data).start()
+    try:
+        with srv.client() as client:
+            gone, kept = _register(client, "gone"), _register(client, "kept")
+            for dev in (gone, kept):
+                batch = [{"timestamp": T0_MS + i, "data": {"t": i, "h": 1}} for i in range(50)]
+                r = client.post("/api/v1/telemetry", json=batch, headers={"X-API-Key": dev["api_key"]})
+                assert r.status_code == 201, r.text
+    finally:
+        srv.kill9()
+    # What a kill between the two steps leaves: the row gone, the points still there.
+    with sqlite3.connect(data / "iotflow.db") as db:
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("DELETE FROM devices WHERE id = ?", (gone["id"],))
+    srv = Server(data).start()
+    try:
+        with srv.client() as client:
+
+            def total() -> int:
+                return int(client.get("/api/v1/telemetry/status", headers=ADMIN).json()["total_points"])
+
+            deadline = time.monotonic() + 15
+            while total() != 100 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert total() == 100  # the kept device's 2 x 50
+            assert len(_stored_timestamps(client, kept["id"])) == 50
+    finally:
+        srv.stop()
+    assert "which no longer exists" in srv.log()

@@ -825,7 +825,9 @@ class TestTimeseriesStoreContract:
                 grid(1, "a", T0, HOUR, 30, float) + grid(1, "b", T0 - DAY, 7 * MINUTE, 20, str)
             )
             await s.write_batch(grid(2, "a", T0, HOUR, 30, float))
+            assert await s.device_ids() == [1, 2]
             assert await s.delete_device(1) == 50
+            assert await s.device_ids() == [2]
             assert await s.keys(1) == []
             assert await s.latest(1) == {}
             assert await s.query(1, start_ms=FAR_PAST, end_ms=FAR_FUTURE, limit=10) == []
@@ -835,6 +837,7 @@ class TestTimeseriesStoreContract:
             assert await s.count_points(2) == 30
             assert await s.write_batch([Point(1, "a", T0, 1.0)]) == 1
             assert [(i.key, i.count) for i in await s.keys(1)] == [("a", 1)]
+            assert await s.device_ids() == [1, 2]
 
         run(store, body)
 

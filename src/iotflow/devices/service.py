@@ -350,6 +350,23 @@ class DeviceService:
         for hook in self._revoke_hooks:
             await hook(device_id)
 
+    async def sweep_orphans(self) -> list[int]:
+        """Delete the telemetry of devices that no longer exist, and return their ids.
+
+        A device's row is deleted before its points (so that nothing new is accepted for it); a
+        server stopped in between (killed, or a telemetry writer that died) left the points behind.
+        The store is asked first: a device with points then was created before, so a device the
+        metadata does not know afterwards is really gone."""
+        with_points = await self._store.device_ids()
+        known = set(await self.repo.all_ids())
+        orphans = [d for d in with_points if d not in known]
+        for device_id in orphans:
+            deleted = await self._store.delete_device(device_id)
+            log.warning(
+                "deleted %d telemetry points of device %d, which no longer exists", deleted, device_id
+            )
+        return orphans
+
     async def delete(self, device_id: int) -> tuple[Device, int]:
         device = await self.get(device_id)
         await self.repo.delete(device_id)

@@ -489,6 +489,10 @@ def keys(conn: sqlite3.Connection, device_id: int) -> list[SeriesInfo]:
     return out
 
 
+def device_ids(conn: sqlite3.Connection) -> list[int]:
+    return [d for (d,) in conn.execute("SELECT DISTINCT device_id FROM series ORDER BY device_id")]
+
+
 def count_points(
     conn: sqlite3.Connection, layout: Layout, device_id: int | None, since_ms: int | None
 ) -> int:

@@ -189,3 +189,6 @@ class TimeseriesStore(Protocol):
 
     async def count_points(self, device_id: int | None = None, since_ms: int | None = None) -> int:
         """Number of stored points (of one device, or all), optionally only those with ts >= since_ms."""
+
+    async def device_ids(self) -> list[int]:
+        """The devices that have any series (points, or a catalogue entry), ascending."""

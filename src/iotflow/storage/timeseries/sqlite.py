@@ -345,3 +345,6 @@ class SqliteTimeseriesStore:
 
     async def count_points(self, device_id: int | None = None, since_ms: int | None = None) -> int:
         return await self._read(reader.count_points, device_id, since_ms, chunks=True)
+
+    async def device_ids(self) -> list[int]:
+        return await self._read(reader.device_ids)
