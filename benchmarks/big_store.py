@@ -48,6 +48,7 @@ from benchmarks.payloads import BATCH_ITEM_FORMAT, BATCH_KEYS, BATCH_PAYLOADS, T
 from benchmarks.servers import (
     ADMIN_TOKEN,
     ServerProcess,
+    child_pids,
     http_json,
     iotflow_server,
     register_bulk,
@@ -264,17 +265,6 @@ def memory_kib(pid: int) -> dict[str, int]:
 
 def thread_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
-
-
-def child_pids(pid: int) -> list[int]:
-    """The processes started by any thread of ``pid``."""
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            out += [int(p) for p in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return sorted(set(out))
 
 
 def mb(kib: int) -> float:

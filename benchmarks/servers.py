@@ -50,14 +50,41 @@ def http_json(
         return status, raw.decode(errors="replace")
 
 
-def process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a live process (Linux ``/proc``), or None when unavailable."""
+def process_cpu_seconds(pid: int, *, children: bool = False) -> float | None:
+    """User + system CPU time of a live process (Linux ``/proc``), or None when unavailable.
+
+    ``children``: with the CPU time of the processes it started, live ones (IoTFlow's write and
+    read processes) and ended ones it waited for."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+        for child in child_pids(pid):
+            try:
+                child_fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks += int(child_fields[11]) + int(child_fields[12])
+    return ticks / _CLK_TCK
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes started by any thread of ``pid``."""
+    out: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return []
+    for task in tasks:
+        try:
+            out += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return sorted(set(out))
 
 
 class ServerProcess:
@@ -83,7 +110,8 @@ class ServerProcess:
         return self.proc.pid
 
     def cpu_seconds(self) -> float | None:
-        return process_cpu_seconds(self.pid) if self.proc is not None else None
+        """The server's CPU time, its helper processes' included."""
+        return process_cpu_seconds(self.pid, children=True) if self.proc is not None else None
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
         with open(self.log_path, "ab") as log:
