@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,23 @@ from iotflow.storage.timeseries.sqlite import SqliteTimeseriesStore
 
 T0 = 1_700_000_000_000
 MB = 1 << 20
+
+
+def _stored(path: str, devices: Iterable[int]) -> int:
+    """The points a store at ``path`` holds for ``devices`` (opened on its own, after the test's)."""
+
+    async def count() -> int:
+        store = SqliteTimeseriesStore(path)
+        await store.open()
+        try:
+            total = 0
+            for device in devices:
+                total += sum(info.count for info in await store.keys(device))
+            return total
+        finally:
+            await store.close()
+
+    return asyncio.run(count())
 
 
 def test_wal_starts_over_under_a_steady_stream_of_commits(tmp_path: Path) -> None:
@@ -49,18 +66,7 @@ def test_wal_starts_over_under_a_steady_stream_of_commits(tmp_path: Path) -> Non
     assert written == 24_000
     assert wal_bytes <= 72 * MB, f"the WAL grew to {wal_bytes / MB:.0f} MB"
 
-    async def count() -> int:
-        store = SqliteTimeseriesStore(path)
-        await store.open()
-        try:
-            total = 0
-            for device in range(1, 11):
-                total += sum(info.count for info in await store.keys(device))
-            return total
-        finally:
-            await store.close()
-
-    assert asyncio.run(count()) == written
+    assert _stored(path, range(1, 11)) == written
 
 
 # -- read processes ---------------------------------------------------------------------------------
@@ -260,15 +266,7 @@ def test_the_write_process_ends_with_a_server_killed_with_sigkill_and_keeps_what
         server.wait()
     assert _wait_until(lambda: not _alive(pid)), "the write process outlived its server"
 
-    async def count() -> int:
-        store = SqliteTimeseriesStore(path)
-        await store.open()
-        try:
-            return sum(info.count for info in await store.keys(1))
-        finally:
-            await store.close()
-
-    assert asyncio.run(count()) >= acknowledged
+    assert _stored(path, [1]) >= acknowledged
 
 
 def test_writes_go_to_a_thread_when_the_write_process_cannot_start(
@@ -384,12 +382,4 @@ def test_a_write_process_whose_server_is_gone_finishes_its_batch_and_exits_quiet
     assert worker.wait(30) == 0
     assert b"Traceback" not in worker.stderr.read()
 
-    async def count() -> int:
-        store = SqliteTimeseriesStore(path)
-        await store.open()
-        try:
-            return sum(info.count for info in await store.keys(1))
-        finally:
-            await store.close()
-
-    assert asyncio.run(count()) == 10
+    assert _stored(path, [1]) == 10

@@ -24,7 +24,7 @@ Semantics (``spec/api.md`` §7):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,12 +202,14 @@ class AlertEngine:
         self._owners = {}
         return changes
 
-    def remove_rule(self, rule_id: int) -> None:
-        """Forget a deleted rule and its state at once (its alerts are deleted with it)."""
-        rules = [r for r in self._rules.values() if r.id != rule_id]
-        if (gone := self._rules.get(rule_id)) is not None:
-            gone.deleted = True
-        for key in [k for k in (*self.open, *self.pending) if k[0] == rule_id]:
+    def remove_rules(self, rule_ids: Collection[int]) -> None:
+        """Forget deleted rules and their state at once (their alerts are deleted with them)."""
+        ids = set(rule_ids)
+        rules = [r for r in self._rules.values() if r.id not in ids]
+        for rule_id in ids:
+            if (gone := self._rules.get(rule_id)) is not None:
+                gone.deleted = True
+        for key in [k for k in (*self.open, *self.pending) if k[0] in ids]:
             self.open.pop(key, None)
             self.pending.pop(key, None)
         self.install(rules, 0)

@@ -250,7 +250,7 @@ class AlertService:
     async def delete_rule(self, principal: Principal, rule_id: int) -> None:
         """Delete the rule and its alerts (open ones vanish without a ``resolved`` change)."""
         await self.rule_for(principal, rule_id)
-        self.engine.remove_rule(rule_id)
+        self.engine.remove_rules((rule_id,))
         await self.repo.delete_rule(rule_id)
         await self.reload()
 
@@ -264,8 +264,7 @@ class AlertService:
     async def forget_user(self, user_pk: int) -> None:
         """Called when a user is deleted: their rules and alerts go too (their devices went first)."""
         async with self._eval_lock:
-            for rule_id in await self.repo.delete_for_user(user_pk):
-                self.engine.remove_rule(rule_id)
+            self.engine.remove_rules(await self.repo.delete_for_user(user_pk))
         await self.reload()
 
     # ----- alerts ----------------------------------------------------------------------------------

@@ -64,6 +64,12 @@ _READER_CACHE_KIB = 32768
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
+def _descending(order: str) -> bool:
+    if order not in ("asc", "desc"):
+        raise ValueError(f"order must be 'asc' or 'desc', not {order!r}")
+    return order == "desc"
+
+
 class SqliteTimeseriesStore:
     """:class:`~iotflow.storage.timeseries.base.TimeseriesStore` on a single SQLite file."""
 
@@ -192,13 +198,14 @@ class SqliteTimeseriesStore:
             # are then upserts that change nothing, and the count of new points it returns is low
             # (nothing uses it). A delete is not sent again: the count of deleted points it answers
             # would be wrong, so it fails with the 503 and the client decides.
-            for attempt in range(2 if op == "write_batch" else 1):
+            attempts = 2 if op == "write_batch" else 1
+            for attempt in range(attempts):
                 if not wproc.usable or self._wproc is not wproc:
                     break
                 try:
                     return await wproc.call(op, *args)
                 except WriterStopped:
-                    if self._wproc is wproc and wproc.usable and (attempt or op != "write_batch"):
+                    if self._wproc is wproc and wproc.usable and attempt == attempts - 1:
                         raise  # 503
             await self._writer_to_thread()
             self._check_open()  # close() may have run meanwhile
@@ -264,9 +271,7 @@ class SqliteTimeseriesStore:
         offset: int = 0,
         order: Order = "desc",
     ) -> list[Record]:
-        if order not in ("asc", "desc"):
-            raise ValueError(f"order must be 'asc' or 'desc', not {order!r}")
-        desc = order == "desc"
+        desc = _descending(order)
         return await self._read(
             reader.query, device_id, keys, start_ms, end_ms, limit, offset, desc, chunks=True
         )
@@ -282,8 +287,6 @@ class SqliteTimeseriesStore:
         offset: int = 0,
         order: Order = "desc",
     ) -> tuple[bytes, int]:
-        if order not in ("asc", "desc"):
-            raise ValueError(f"order must be 'asc' or 'desc', not {order!r}")
         args = (
             device_id,
             list(keys) if keys is not None else None,
@@ -291,7 +294,7 @@ class SqliteTimeseriesStore:
             end_ms,
             limit,
             offset,
-            order == "desc",
+            _descending(order),
         )
         procs = self._read_procs()
         if procs is not None:
