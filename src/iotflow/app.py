@@ -25,7 +25,7 @@ from iotflow.events.endpoints import ROUTES as EVENT_ROUTES
 from iotflow.groups.endpoints import ROUTES as GROUP_ROUTES
 from iotflow.health.endpoints import ROUTES as HEALTH_ROUTES
 from iotflow.http import render_error
-from iotflow.ingest.http_fast import FastIngest
+from iotflow.ingest.http_fast import FastLatest
 from iotflow.metrics.endpoints import ROUTES as METRICS_ROUTES
 from iotflow.metrics.middleware import MetricsMiddleware
 from iotflow.mqtt.endpoints import ROUTES as MQTT_ROUTES
@@ -55,6 +55,12 @@ async def _sweep_orphans(rt: Runtime) -> None:
         await rt.devices.sweep_orphans()
     except Exception as exc:  # the next start tries again
         log.warning("could not look for the telemetry of deleted devices: %s", exc)
+
+
+def fast_paths(settings: Settings) -> bool:
+    """Whether telemetry POSTs and a device's latest poll skip the framework (IOTFLOW_HTTP_FASTPATH;
+    not with CORS, whose headers the framework adds)."""
+    return settings.http_fastpath and not settings.cors_origins
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -109,7 +115,7 @@ def create_app(settings: Settings) -> Litestar:
     )
     # outside routing: counts the requests no route matches too, and adds the rate-limit headers
     handler = app.asgi_handler
-    if settings.http_fastpath and not settings.cors_origins:
-        handler = FastIngest(handler)  # the two telemetry POST routes without framework overhead
+    if fast_paths(settings):
+        handler = FastLatest(handler)  # a device's own latest values without framework overhead
     app.asgi_handler = MetricsMiddleware(handler)
     return app

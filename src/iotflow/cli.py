@@ -113,7 +113,7 @@ def serve(
     """Run the server (applies database migrations first)."""
     import uvicorn
 
-    from iotflow.app import create_app
+    from iotflow.app import create_app, fast_paths
     from iotflow.httpserver import uvicorn_options
 
     overrides: dict[str, Any] = {}
@@ -147,11 +147,12 @@ def serve(
     startup = _StartupError()
     logging.getLogger("uvicorn.error").addFilter(startup)
     try:
+        app = create_app(settings)
         uvicorn.run(
-            create_app(settings),
+            app,
             host=settings.host,
             port=settings.port,
-            **uvicorn_options(),
+            **uvicorn_options(app if fast_paths(settings) else None),
             # Open streams (SSE) never end by themselves: give them 3 s, then close them so that
             # the lifespan still runs and flushes every buffer.
             timeout_graceful_shutdown=3,

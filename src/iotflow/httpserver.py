@@ -16,9 +16,22 @@ the connection sends what was gathered first; flow control still acts on the rea
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import logging
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import msgspec
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+
+from iotflow.ingest.http_fast import ROUTES, ingest_answer
+from iotflow.ratelimit.service import SCOPE_KEY
+
+if TYPE_CHECKING:
+    from litestar import Litestar
+
+    from iotflow.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 
 class CoalescingTransport:
@@ -67,11 +80,99 @@ class CoalescingHttpProtocol(HttpToolsProtocol):
         super().eof_received()
 
 
-def uvicorn_options() -> dict[str, Any]:
+class FastPathHttpProtocol(CoalescingHttpProtocol):
+    """:class:`CoalescingHttpProtocol` serving the two telemetry POST routes straight from the
+    connection: their requests skip the ASGI stack (proxy headers, framework, metrics layer) and
+    run :func:`~iotflow.ingest.http_fast.ingest_answer`, the same steps as the framework's handlers.
+    Everything else (parsing, keep-alive, pipelining, ``Expect: 100-continue``, flow control, the
+    concurrency limit) stays uvicorn's."""
+
+    app_of: ClassVar[Litestar]  # set on the subclass made for one app by :func:`uvicorn_options`
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        scope: Any = cycle.scope
+        if app is self.app and scope["method"] == "POST":  # not a 503 of the concurrency limit
+            message = ROUTES.get(scope["path"])
+            if message is not None:
+                task = self.loop.create_task(_serve_ingest(self.app_of.state.runtime, cycle, message))
+                task.add_done_callback(self.tasks.discard)
+                self.tasks.add(task)
+                return
+        super()._start_asgi_task(cycle, app)
+
+
+async def _serve_ingest(rt: Runtime, cycle: RequestResponseCycle, message: str) -> None:
+    """One telemetry POST, answered as uvicorn's ``run_asgi`` would answer the ASGI fast path's."""
+    scope: Any = cycle.scope
+    started = time.perf_counter()
+    status = 500  # what the request counts as if no response was started (as the metrics layer)
+    try:
+        answer = await ingest_answer(rt, scope, cycle.receive, message)
+        if answer is not None:
+            status = answer[0]
+            await _answer(cycle, *answer, scope.get(SCOPE_KEY))
+    except BaseException as exc:
+        log.error("Exception in the telemetry fast path", exc_info=exc)
+        if not cycle.response_started:
+            await cycle.send_500_response()
+        else:
+            cycle.transport.close()
+    finally:
+        rt.metrics.observe_request(scope["path"], "POST", status, time.perf_counter() - started)
+        cycle.on_response = lambda: None
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+async def _answer(
+    cycle: RequestResponseCycle,
+    status: int,
+    body: dict[str, Any],
+    headers: dict[str, str] | None,
+    extra: list[tuple[bytes, bytes]] | None,
+) -> None:
+    """Write a JSON answer and complete the request, as uvicorn's ``send`` does for the two ASGI
+    messages of a response with a Content-Length (its default headers, ``connection: close`` when
+    the connection ends, flow control), in one write and without the per-message checks: every
+    header here is IoTFlow's own."""
+    if cycle.flow.write_paused and not cycle.disconnected:
+        await cycle.flow.drain()
+    if cycle.disconnected:
+        return
+    payload = _encode(body)
+    lines = [STATUS_LINE[status]]
+    for name, value in cycle.default_headers:
+        lines += (name, b": ", value, b"\r\n")
+    lines.append(b"content-type: application/json\r\ncontent-length: %d\r\n" % len(payload))
+    if headers:
+        for key, text in headers.items():
+            lines += (key.lower().encode("latin-1"), b": ", text.encode("latin-1"), b"\r\n")
+    if extra:
+        for name, value in extra:
+            lines += (name, b": ", value, b"\r\n")
+    if not cycle.keep_alive:
+        lines.append(b"connection: close\r\n")
+    lines += (b"\r\n", payload)
+    cycle.response_started = True
+    cycle.waiting_for_100_continue = False
+    cycle.transport.write(b"".join(lines))
+    cycle.response_complete = True
+    cycle.message_event.set()
+    if not cycle.keep_alive:
+        cycle.transport.close()
+    cycle.on_response()
+
+
+def uvicorn_options(app: Litestar | None = None) -> dict[str, Any]:
     """The ``uvicorn.run`` options of ``iotflow serve`` besides host and port (the P1 benchmark's bare
-    ASGI baseline is served with them too)."""
+    ASGI baseline is served with them too). With ``app``, its telemetry POSTs are served by
+    :class:`FastPathHttpProtocol`."""
+    protocol: type[HttpToolsProtocol] = CoalescingHttpProtocol
+    if app is not None:
+        protocol = type("IoTFlowHttpProtocol", (FastPathHttpProtocol,), {"app_of": app})
     return {
-        "http": CoalescingHttpProtocol,
+        "http": protocol,
         "log_level": "warning",
         "access_log": False,
         "lifespan": "on",

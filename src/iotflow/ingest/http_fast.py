@@ -1,26 +1,33 @@
-"""The HTTP telemetry fast path: ``POST /api/v1/devices/telemetry`` and ``POST /api/v1/telemetry``.
+"""The HTTP telemetry fast paths.
 
-A device posting one reading per request spends most of the request in the web framework (routing,
-request and response objects, hooks), not in IoTFlow. These two routes carry almost all HTTP
-traffic of a fleet, so they are served by this small ASGI layer in front of the framework, doing
-exactly what their framework handlers do, with the same shared pieces:
+A device posting one reading per request spends most of the request in the HTTP layers (ASGI
+messages, routing, request and response objects, hooks), not in IoTFlow. Two routes carry almost
+all HTTP traffic of a fleet, ``POST /api/v1/devices/telemetry`` and ``POST /api/v1/telemetry``:
+:func:`ingest_answer` serves them with exactly what their framework handlers do, with the same
+shared pieces,
 
-    rate limit (telemetry rule) → body (size limit, content type, JSON) → API key → device active
+    rate limit (telemetry rule) → API key → device active → body (size limit, content type, JSON)
     → ``TelemetryService.ingest`` (parse, pipeline, 201 only after commit) → the same JSON answer
 
-It also answers ``GET /api/v1/telemetry/{id}/latest`` (no query string) for a device reading its own
-latest values with its key — the commonest dashboard poll — and hands every other case of that
-route to the framework handler (see :meth:`FastIngest._latest`).
+and ``iotflow serve``'s HTTP protocol (:mod:`iotflow.httpserver`) calls it straight from the
+connection, before any ASGI layer.
+
+:class:`FastLatest`, an ASGI layer in front of the framework, answers ``GET
+/api/v1/telemetry/{id}/latest`` (no query string) for a device reading its own latest values with
+its key — the commonest dashboard poll — and hands every other case of that route to the framework
+handler (see :meth:`FastLatest._latest`).
 
 Errors are rendered from the same :class:`~iotflow.errors.IoTFlowError` bodies. The framework
 handlers stay registered: they document the routes in OpenAPI and serve them when
-``IOTFLOW_HTTP_FASTPATH=false``; the test suite runs the telemetry tests both ways.
+``IOTFLOW_HTTP_FASTPATH=false`` (or the app runs under another ASGI server); the test suite runs
+the telemetry tests both ways.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -65,22 +72,15 @@ class _ClientGone(Exception):
     """The client disconnected before its body arrived."""
 
 
-class FastIngest:
+class FastLatest:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == ScopeType.HTTP:
-            method = scope["method"]
-            if method == "POST":
-                message = ROUTES.get(scope["path"])
-                if message is not None:
-                    await self._ingest(scope, receive, send, message)
-                    return
-            elif method == "GET":
-                device_id = _latest_device(scope)
-                if device_id is not None and await self._latest(scope, send, device_id):
-                    return
+        if scope["type"] == ScopeType.HTTP and scope["method"] == "GET":
+            device_id = _latest_device(scope)
+            if device_id is not None and await self._latest(scope, send, device_id):
+                return
         await self.app(scope, receive, send)
 
     async def _latest(self, scope: Scope, send: Send, device_id: int) -> bool:
@@ -121,62 +121,65 @@ class FastIngest:
         await _respond(send, 200, latest_answer(device_id, device.name, device.device_type, values), None)
         return True
 
-    async def _ingest(self, scope: Scope, receive: Receive, send: Send, message: str) -> None:
-        state: Any = scope
-        state["path_template"] = scope["path"]  # for the metrics layer around this one
-        rt: Runtime = state["litestar_app"].state.runtime
-        try:
-            body, status = await self._handle(rt, state, receive, message), 201
-        except _ClientGone:
-            return  # nothing was queued; there is nobody to answer
-        except IoTFlowError as exc:
-            if exc.status_code >= 500 and not exc.headers:
-                body, status = self._internal(scope, exc), 500
-            else:
-                rt.metrics.telemetry_rejected("http", exc)
-                await _respond(send, exc.status_code, exc.body(), exc.headers)
-                return
-        except Exception as exc:
-            rt.metrics.telemetry_rejected("http", exc)
-            body, status = self._internal(scope, exc), 500
-        await _respond(send, status, body, None)
 
-    async def _handle(self, rt: Runtime, scope: Any, receive: Receive, message: str) -> dict[str, Any]:
-        limits = rt.limits
-        if limits.enabled:
-            scope[SCOPE_KEY] = await limits.hit(limits.telemetry, limits.identity(limits.telemetry, scope))
-        api_key = ctype = None
-        for name, value in scope["headers"]:  # the first of each, as the framework reads them
-            if name == b"x-api-key" and api_key is None:
-                api_key = value.decode("latin-1").strip()
-            elif name == b"content-type" and ctype is None:
-                ctype = value.decode("latin-1")
-        device = await device_of_key(rt.devices, api_key, active=True)
-        raw = await _read_body(receive, rt.settings.max_body_bytes)
-        if raw.strip():
-            check_json_content_type(ctype)
-        result = await rt.telemetry.ingest(device, decode_json(raw))
-        rt.metrics.telemetry_received("http", result.points)
-        return {
-            "message": message,
-            "device_id": device.id,
-            "device_name": device.name,
-            "timestamp": format_ts(result.ts_ms),
-            "points": result.points,
-        }
-
-    @staticmethod
-    def _internal(scope: Scope, exc: Exception) -> dict[str, Any]:
-        request_id = uuid.uuid4().hex
-        log.error("request POST %s failed (request_id=%s)", scope["path"], request_id, exc_info=exc)
-        return {
-            "error": "Internal server error",
-            "message": "An unexpected error occurred; it has been logged",
-            "request_id": request_id,
-        }
+Answer = tuple[int, dict[str, Any], "dict[str, str] | None"]
+Receiver = Callable[[], Awaitable[Any]]  # an ASGI receive, or uvicorn's own
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes:
+async def ingest_answer(rt: Runtime, scope: Scope, receive: Receiver, message: str) -> Answer | None:
+    """The answer (status, body, headers) to a telemetry POST (``message`` is its route's) whose
+    headers are in ``scope`` and whose body ``receive`` gives; None when the client left before its
+    body arrived (nobody to answer). The 201 comes only once the points are committed."""
+    try:
+        return 201, await _handle(rt, scope, receive, message), None
+    except _ClientGone:
+        return None  # nothing was queued; there is nobody to answer
+    except IoTFlowError as exc:
+        if exc.status_code >= 500 and not exc.headers:
+            return 500, _internal(scope, exc), None
+        rt.metrics.telemetry_rejected("http", exc)
+        return exc.status_code, exc.body(), exc.headers
+    except Exception as exc:
+        rt.metrics.telemetry_rejected("http", exc)
+        return 500, _internal(scope, exc), None
+
+
+async def _handle(rt: Runtime, scope: Any, receive: Receiver, message: str) -> dict[str, Any]:
+    limits = rt.limits
+    if limits.enabled:
+        scope[SCOPE_KEY] = await limits.hit(limits.telemetry, limits.identity(limits.telemetry, scope))
+    api_key = ctype = None
+    for name, value in scope["headers"]:  # the first of each, as the framework reads them
+        if name == b"x-api-key" and api_key is None:
+            api_key = value.decode("latin-1").strip()
+        elif name == b"content-type" and ctype is None:
+            ctype = value.decode("latin-1")
+    device = await device_of_key(rt.devices, api_key, active=True)
+    raw = await _read_body(receive, rt.settings.max_body_bytes)
+    if raw.strip():
+        check_json_content_type(ctype)
+    result = await rt.telemetry.ingest(device, decode_json(raw))
+    rt.metrics.telemetry_received("http", result.points)
+    return {
+        "message": message,
+        "device_id": device.id,
+        "device_name": device.name,
+        "timestamp": format_ts(result.ts_ms),
+        "points": result.points,
+    }
+
+
+def _internal(scope: Scope, exc: Exception) -> dict[str, Any]:
+    request_id = uuid.uuid4().hex
+    log.error("request POST %s failed (request_id=%s)", scope["path"], request_id, exc_info=exc)
+    return {
+        "error": "Internal server error",
+        "message": "An unexpected error occurred; it has been logged",
+        "request_id": request_id,
+    }
+
+
+async def _read_body(receive: Receiver, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
