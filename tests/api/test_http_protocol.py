@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from typing import Any
 
 from iotflow.httpserver import CoalescingTransport
@@ -104,6 +105,42 @@ def test_expect_100_continue_is_answered_before_the_body(server: Server) -> None
         sock.sendall(body)
         ((status, _, _),) = _read_responses(sock, 1)
     assert status == 201
+
+
+def _latest(server: Server, device: dict[str, Any]) -> dict[str, Any]:
+    with server.client() as api:
+        r = api.get(f"/api/v1/telemetry/{device['id']}/latest", headers={"X-API-Key": device["api_key"]})
+    return r.json() if r.status_code == 200 else {}  # type: ignore[no-any-return]
+
+
+def test_a_body_arriving_in_pieces_is_read_whole(server: Server) -> None:
+    with server.client() as api:
+        device = register(api)
+    request = _post(device, 21.25)
+    with _connect(server) as sock:
+        for i in range(0, len(request), 7):  # headers and body in small pieces, apart in time
+            sock.sendall(request[i : i + 7])
+            time.sleep(0.005)
+        ((status, _, body),) = _read_responses(sock, 1)
+    assert status == 201, body
+    assert _latest(server, device)["latest_data"]["temperature"] == 21.25
+
+
+def test_a_client_leaving_inside_its_body_stores_nothing_and_the_server_goes_on(server: Server) -> None:
+    with server.client() as api:
+        device = register(api)
+    request = _post(device, 99.0)
+    with _connect(server) as sock:
+        sock.sendall(request[:-5])  # the headers and all but the end of the body
+        time.sleep(0.2)
+    with _connect(server) as sock:  # the server still answers, on a new connection
+        sock.sendall(_post(device, 1.0))
+        ((status, _, _),) = _read_responses(sock, 1)
+    assert status == 201
+    assert _latest(server, device)["latest_data"]["temperature"] == 1.0
+    with server.client() as api:
+        history = api.get(f"/api/v1/telemetry/{device['id']}", headers={"X-API-Key": device["api_key"]})
+    assert history.json()["count"] == 1  # the cut-off reading was never stored
 
 
 class _CountingTransport(asyncio.Transport):
