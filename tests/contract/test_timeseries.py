@@ -409,6 +409,58 @@ class TestTimeseriesStoreContract:
 
         run(store, body)
 
+    def test_runs_of_one_series_in_a_batch_match_a_reference_model(self, store: TimeseriesStore) -> None:
+        """A device sending many readings of a key at once (a run), with repeated timestamps, across
+        a chunk boundary, after and before single readings of the same key."""
+        model: dict[tuple[int, str, int], Value] = {}
+
+        def run_of(d: int, k: str, first_ts: int, n: int, step: int = MINUTE) -> list[Point]:
+            return [Point(d, k, first_ts + i * step, float(i) + d / 10) for i in range(n)]
+
+        batches = [
+            # a run with a timestamp twice (the later value wins, counted once)
+            [*run_of(1, "a", T0, 40), Point(1, "a", T0 + 10 * MINUTE, "again"), *run_of(2, "z", T0, 5)],
+            run_of(1, "a", T0 + 40 * MINUTE, 3),  # a few single readings
+            # runs of a key with readings just written, of a new key, and across an hour boundary
+            [*run_of(1, "a", T0 + 43 * MINUTE, 40), *run_of(1, "b", T0, 40), *run_of(2, "c", T0, 100)],
+            # an older run among newer ones (a backfill), then a run newer than everything
+            [*run_of(1, "b", T0 - 50 * MINUTE, 40), *run_of(1, "b", T0 + 40 * MINUTE, 40)],
+            [*run_of(2, "c", T0 + 100 * MINUTE, 33, step=1), Point(2, "c", T0 + 100 * MINUTE, 7)],
+        ]
+
+        async def body(s: TimeseriesStore) -> None:
+            for batch in batches:
+                new = len({(p.device_id, p.key, p.ts_ms) for p in batch} - set(model))
+                for p in batch:
+                    model[(p.device_id, p.key, p.ts_ms)] = p.value
+                assert await s.write_batch(batch) == new
+                assert await s.count_points() == len(model)
+                for d in (1, 2):
+                    points = [Point(dd, k, ts, v) for (dd, k, ts), v in model.items() if dd == d]
+                    everything = {"keys": None, "start_ms": FAR_PAST, "end_ms": FAR_FUTURE, "offset": 0}
+                    got = await s.query(d, limit=10**6, order="desc", **everything)
+                    assert typed_records(got) == expected_records(
+                        points, d, limit=10**6, order="desc", **everything
+                    )
+                    infos = {i.key: i for i in await s.keys(d)}
+                    latest = await s.latest(d)
+                    for k in {k for (dd, k, _) in model if dd == d}:
+                        stamps = sorted(ts for (dd, kk, ts) in model if (dd, kk) == (d, k))
+                        info = infos[k]
+                        assert (info.count, info.first_ts_ms, info.last_ts_ms) == (
+                            len(stamps),
+                            stamps[0],
+                            stamps[-1],
+                        )
+                        assert latest[k] == LatestValue(model[(d, k, stamps[-1])], stamps[-1], None)
+                    buckets = await s.aggregate(
+                        d, "c", "count", start_ms=T0 - DAY, end_ms=T0 + DAY, window_ms=HOUR
+                    )
+                    counted = sum(b.value or 0 for b in buckets)
+                    assert counted == sum(1 for (dd, k, _) in model if (dd, k) == (d, "c"))
+
+        run(store, body)
+
     @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, 2**63, -(2**63) - 1])
     def test_a_batch_with_an_invalid_value_stores_nothing(self, store: TimeseriesStore, bad: Value) -> None:
         async def body(s: TimeseriesStore) -> None:

@@ -8,7 +8,10 @@ times ``head_rows`` everything at once. A step keeps a commit a few milliseconds
 all of ``head`` at once held one commit (and every request waiting for it) for a few hundred.
 Writing straight into the chunks would dirty one page per series per batch (a fleet-wide batch
 touches every series); with ``head`` a batch dirties only ``head``'s few pages, and compaction
-writes each series' page once for dozens of its points.
+writes each series' page once for dozens of its points. A series with a run of ``DIRECT_MIN`` or
+more new points in one batch and none in head (a device sending a minute of readings at once) skips
+head: its run fills pages of its own either way, and written straight into its chunk it is written
+once instead of three times (into head, out of head, into the chunk).
 
 Invariant: a point in ``head`` is newer than every compacted point of its series
 (``ts > series.last_ts``), so ``head`` and the chunks never hold the same (series, ts) and a reader
@@ -102,11 +105,12 @@ _CLEAR_SERIES = (
 # sqlite3 binds int, float and str directly but looks for an adapter for every None it binds, which
 # cost about a tenth of the writer's time on a float-only batch.
 _NO_TAG = 0
-_INSERT_HEAD = "INSERT OR IGNORE INTO head(s, ts, t, v) VALUES (?, ?, NULLIF(?, 0), ?)"
 _ROWS_PER_INSERT = 50
-_INSERT_HEAD_MANY = "INSERT OR IGNORE INTO head(s, ts, t, v) VALUES " + ", ".join(
+_INSERT_ONE = "INSERT OR IGNORE INTO {}(s, ts, t, v) VALUES (?, ?, NULLIF(?, 0), ?)"
+_INSERT_MANY = "INSERT OR IGNORE INTO {}(s, ts, t, v) VALUES " + ", ".join(
     ["(?, ?, NULLIF(?, 0), ?)"] * _ROWS_PER_INSERT
 )
+DIRECT_MIN = 32  # points of one series in a batch from which they skip head (see _split_direct)
 
 Row = tuple[int, int, int | None, Any]  # (s, ts, t, v)
 _SID = itemgetter(0)
@@ -134,6 +138,19 @@ def connect(path: str, *, synchronous: str, cache_kib: int, readonly: bool) -> s
         conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
         conn.execute("PRAGMA journal_size_limit = 67108864")
     return conn
+
+
+def _insert_rows(conn: sqlite3.Connection, table_name: str, rows: list[Row]) -> int:
+    """INSERT OR IGNORE head-tagged rows (t = 0 for NULL) into a table; returns how many were new.
+    Multi-row INSERTs cost about half as much per row as executemany() of one-row INSERTs."""
+    full = len(rows) - len(rows) % _ROWS_PER_INSERT
+    flat = list(chain.from_iterable(rows[:full]))
+    step = 4 * _ROWS_PER_INSERT
+    many = _INSERT_MANY.format(table_name)
+    inserted: int = sum(conn.execute(many, flat[i : i + step]).rowcount for i in range(0, len(flat), step))
+    if full < len(rows):
+        inserted += conn.executemany(_INSERT_ONE.format(table_name), rows[full:]).rowcount
+    return inserted
 
 
 def _int_ts(ts: object) -> int:
@@ -166,6 +183,7 @@ class Writer:
         self._units: dict[int, str | None] = {}  # series id → unit
         self._types: dict[int, int] = {}  # series id → type bits seen
         self._head_count = 0  # points in head
+        self._in_head: set[int] = set()  # series with points in head (or that had some: a superset)
         self._step_from = 0  # the series id the next compaction step starts at (round robin)
         self._last_step = 0.0  # time.monotonic() of the last compaction step
         self._undo: list[Callable[[], None]] = []  # restores the in-memory state on rollback
@@ -209,6 +227,7 @@ class Writer:
             if last_ts is not None:
                 self._last[sid] = last_ts
         self._head_count = conn.execute("SELECT count(*) FROM head").fetchone()[0]
+        self._in_head = {s for (s,) in conn.execute("SELECT DISTINCT s FROM head")}
         for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
             chunk = parse_table(name)
             if chunk is not None:
@@ -294,7 +313,9 @@ class Writer:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def write_batch(self, points: Sequence[Point]) -> int:
+    def write_batch(self, points: Sequence[Point] | Sequence[list[Any]]) -> int:
+        """Write ``points``: :class:`Point` tuples, or lists of the same five fields as they arrive
+        from the server in the write process."""
         if not points:
             return 0
         written = self._transaction(lambda conn: self._write(conn, points))
@@ -311,7 +332,7 @@ class Writer:
         except sqlite3.Error as exc:
             log.warning("WAL checkpoint of %s failed: %s", self.path, exc)
 
-    def _write(self, conn: sqlite3.Connection, points: Sequence[Point]) -> int:
+    def _write(self, conn: sqlite3.Connection, points: Sequence[Point] | Sequence[list[Any]]) -> int:
         ids, last, types = self._ids, self._last, self._types
         head: list[Row] = []  # newer than anything compacted in their series
         old: list[Row] = []  # at or before the newest compacted point: straight into the chunks
@@ -336,7 +357,13 @@ class Writer:
                 new_types[sid] = new_types.get(sid, 0) | bit
             if unit is not None:
                 units[sid] = unit
-        new = self._insert_head(conn, head) if head else 0
+        new = 0
+        if head:
+            head, direct = self._split_direct(head)
+            if direct:
+                new += self._insert_direct(conn, direct)
+            if head:
+                new += self._insert_head(conn, head)
         if old:
             new += self._backfill(conn, old)
         for sid, bits in new_types.items():
@@ -361,23 +388,73 @@ class Writer:
             self._compact_step(conn, max(rows // 10, 1))
             self._last_step = now
 
-    def _insert_head(self, conn: sqlite3.Connection, rows: list[Row]) -> int:
+    def _split_direct(self, rows: list[Row]) -> tuple[list[Row], list[list[Row]]]:
+        """Sort new rows by (s, ts) and take out the series that go straight into their chunks: those
+        with at least ``DIRECT_MIN`` points in the batch and none in head (a device sending a run of
+        readings at once). Their points would fill whole pages of head only to be copied out again;
+        written straight to the chunks they dirty about as many pages, once."""
         rows.sort(key=_SID_TS)  # stable: of equal (s, ts) the last one stays last
-        # Multi-row INSERTs cost about half as much per row as executemany() of one-row INSERTs.
-        full = len(rows) - len(rows) % _ROWS_PER_INSERT
-        flat = list(chain.from_iterable(rows[:full]))
-        step = 4 * _ROWS_PER_INSERT
-        inserted: int = sum(
-            conn.execute(_INSERT_HEAD_MANY, flat[i : i + step]).rowcount for i in range(0, len(flat), step)
-        )
-        if full < len(rows):
-            inserted += conn.executemany(_INSERT_HEAD, rows[full:]).rowcount
+        # A run of DIRECT_MIN rows of one series spans two rows half of that apart at a multiple of
+        # half: a batch of a fleet's single readings is passed over in len(rows) / half steps.
+        half = DIRECT_MIN // 2
+        if not any(rows[i][0] == rows[i + half][0] for i in range(0, len(rows) - half, half)):
+            return rows, []
+        in_head = self._in_head
+        rest: list[Row] = []
+        direct: list[list[Row]] = []
+        for sid, group in groupby(rows, key=_SID):
+            series = list(group)
+            if len(series) >= DIRECT_MIN and sid not in in_head:
+                direct.append(series)
+            else:
+                rest += series
+        return rest, direct
+
+    def _insert_direct(self, conn: sqlite3.Connection, groups: list[list[Row]]) -> int:
+        """Append each series' rows (sorted, all newer than its compacted points, none in head) to
+        its chunks and fold them into its catalogue row, as a compaction of them would."""
+        chunk_ms = self.chunk_ms
+        by_chunk: dict[int, list[Row]] = {}
+        for series in groups:
+            chunk = series[0][1] // chunk_ms
+            if chunk == series[-1][1] // chunk_ms:
+                by_chunk.setdefault(chunk, []).extend(series)
+            else:
+                for row in series:
+                    by_chunk.setdefault(row[1] // chunk_ms, []).append(row)
+        duplicates = False
+        for chunk, rows in by_chunk.items():
+            name = self._chunk_table(conn, chunk)
+            if _insert_rows(conn, name, rows) < len(rows):  # a (s, ts) twice in the batch
+                duplicates = True
+                conn.executemany(
+                    f"UPDATE {name} SET t = NULLIF(?, 0), v = ? WHERE s = ? AND ts = ?",
+                    [(t, v, s, ts) for s, ts, t, v in rows],
+                )
+        fold: list[tuple[int, int | None, int, int | None, Any, int]] = []
+        for series in groups:
+            sid, last_ts, tag, v = series[-1]
+            n = len({row[1] for row in series}) if duplicates else len(series)
+            first = None if sid in self._last else series[0][1]
+            fold.append((n, first, last_ts, None if tag == _NO_TAG else tag, v, sid))
+        conn.executemany(_FOLD_HEAD, fold)
+        for _, _, last_ts, _, _, sid in fold:
+            self._put(self._last, sid, last_ts)
+        return sum(f[0] for f in fold)
+
+    def _insert_head(self, conn: sqlite3.Connection, rows: list[Row]) -> int:
+        """Insert new rows, sorted by (s, ts), into head."""
+        inserted = _insert_rows(conn, "head", rows)
         if inserted < len(rows):  # rewrites of points still in head: apply them in batch order
             conn.executemany(
                 "UPDATE head SET t = NULLIF(?, 0), v = ? WHERE s = ? AND ts = ?",
                 [(t, v, s, ts) for s, ts, t, v in rows],
             )
         self._head_count += inserted
+        added = {row[0] for row in rows} - self._in_head
+        if added:
+            self._in_head |= added
+            self._undo.append(partial(self._in_head.difference_update, added))
         return inserted
 
     def _backfill(self, conn: sqlite3.Connection, rows: list[Row]) -> int:
@@ -485,6 +562,10 @@ class Writer:
         moved: int = conn.execute("DELETE FROM head WHERE s BETWEEN ? AND ?", (first_s, last_s)).rowcount
         for _, _, la, _, _, s in fold:
             self._put(self._last, s, la)
+        gone = {s for s in self._in_head if first_s <= s <= last_s}
+        if gone:
+            self._in_head -= gone
+            self._undo.append(partial(self._in_head.update, gone))
         return moved
 
     # -- deletes -----------------------------------------------------------------------------
