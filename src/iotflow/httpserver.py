@@ -21,6 +21,7 @@ import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from iotflow.ingest.http_fast import ROUTES, ingest_answer
@@ -82,31 +83,50 @@ class CoalescingHttpProtocol(HttpToolsProtocol):
 
 class FastPathHttpProtocol(CoalescingHttpProtocol):
     """:class:`CoalescingHttpProtocol` serving the two telemetry POST routes straight from the
-    connection: their requests skip the ASGI stack (proxy headers, framework, metrics layer) and
-    run :func:`~iotflow.ingest.http_fast.ingest_answer`, the same steps as the framework's handlers.
+    connection: their requests skip the ASGI stack (framework, metrics layer) and run
+    :func:`~iotflow.ingest.http_fast.ingest_answer`, the same steps as the framework's handlers.
     Everything else (parsing, keep-alive, pipelining, ``Expect: 100-continue``, flow control, the
     concurrency limit) stays uvicorn's."""
 
     app_of: ClassVar[Litestar]  # set on the subclass made for one app by :func:`uvicorn_options`
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # uvicorn applies X-Forwarded-For/-Proto from trusted proxies in a middleware around the app;
+        # these requests do not pass through it, so the same middleware rewrites their scope (the
+        # rate limit of a request without a usable key counts by the client's address).
+        config = self.config
+        self.proxy = (
+            ProxyHeadersMiddleware(_scope_only, config.forwarded_allow_ips) if config.proxy_headers else None
+        )
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         scope: Any = cycle.scope
         if app is self.app and scope["method"] == "POST":  # not a 503 of the concurrency limit
             message = ROUTES.get(scope["path"])
             if message is not None:
-                task = self.loop.create_task(_serve_ingest(self.app_of.state.runtime, cycle, message))
+                rt = self.app_of.state.runtime
+                task = self.loop.create_task(_serve_ingest(rt, cycle, message, self.proxy))
                 task.add_done_callback(self.tasks.discard)
                 self.tasks.add(task)
                 return
         super()._start_asgi_task(cycle, app)
 
 
-async def _serve_ingest(rt: Runtime, cycle: RequestResponseCycle, message: str) -> None:
+async def _scope_only(scope: Any, receive: Any, send: Any) -> None:
+    """The app behind the fast path's proxy-headers step: that step only rewrites the scope."""
+
+
+async def _serve_ingest(
+    rt: Runtime, cycle: RequestResponseCycle, message: str, proxy: ProxyHeadersMiddleware | None
+) -> None:
     """One telemetry POST, answered as uvicorn's ``run_asgi`` would answer the ASGI fast path's."""
     scope: Any = cycle.scope
     started = time.perf_counter()
     status = 500  # what the request counts as if no response was started (as the metrics layer)
     try:
+        if proxy is not None:
+            await proxy(scope, cycle.receive, cycle.send)
         answer = await ingest_answer(rt, scope, cycle.receive, message)
         if answer is not None:
             status = answer[0]

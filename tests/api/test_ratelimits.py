@@ -183,3 +183,18 @@ def test_limits_can_be_turned_off(tmp_path: Path) -> None:
             r = client.post("/api/v1/devices/telemetry", json={"data": {"t": 1}}, headers=key_headers(dev))
             assert r.status_code == 201 and "x-ratelimit-limit" not in r.headers
             assert client.get("/api/v1/devices", headers=ADMIN).status_code == 200
+
+
+def test_keyless_telemetry_behind_a_local_proxy_spends_the_named_clients_budget(tmp_path: Path) -> None:
+    """Behind a reverse proxy on the same host (X-Forwarded-For from 127.0.0.1, which the server trusts),
+    a telemetry POST without a usable key spends the budget of the client the proxy names, not the
+    proxy's own."""
+    path = "/api/v1/devices/telemetry"
+    with running(tmp_path / "data", IOTFLOW_RATE_LIMIT_TELEMETRY="2") as client:
+        first = {"X-Forwarded-For": "203.0.113.7"}
+        for remaining in ("1", "0"):
+            r = client.post(path, json={"data": {"t": 1}}, headers=first)
+            assert r.status_code == 401 and r.headers["x-ratelimit-remaining"] == remaining, r.text
+        assert_limited(client.post(path, json={"data": {"t": 1}}, headers=first), 2, 60)
+        r = client.post(path, json={"data": {"t": 1}}, headers={"X-Forwarded-For": "203.0.113.8"})
+        assert r.status_code == 401 and r.headers["x-ratelimit-remaining"] == "1", r.text

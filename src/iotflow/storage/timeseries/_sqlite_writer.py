@@ -562,7 +562,7 @@ class Writer:
         moved: int = conn.execute("DELETE FROM head WHERE s BETWEEN ? AND ?", (first_s, last_s)).rowcount
         for _, _, la, _, _, s in fold:
             self._put(self._last, s, la)
-        gone = {s for s in self._in_head if first_s <= s <= last_s}
+        gone = {s for *_, s in fold} & self._in_head  # the series that had points in this range
         if gone:
             self._in_head -= gone
             self._undo.append(partial(self._in_head.update, gone))
