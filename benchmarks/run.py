@@ -193,7 +193,7 @@ def run(config: Config) -> tuple[dict[str, Any], bool]:
             warmup=cfg.warmup,
             burn_in=1.0 if cfg.quick else 8.0,
             tool=cfg.tool,
-            runs=2 if cfg.quick else 5,
+            runs=2 if cfg.quick else 7,
         )
         overhead = alerts_measure(alerts_cfg)
         out["alerts_overhead"] = {"what": "batched ingest with 100 active alert rules vs none", **overhead}
