@@ -110,9 +110,11 @@ _INSERT_ONE = "INSERT OR IGNORE INTO {}(s, ts, t, v) VALUES (?, ?, NULLIF(?, 0),
 _INSERT_MANY = "INSERT OR IGNORE INTO {}(s, ts, t, v) VALUES " + ", ".join(
     ["(?, ?, NULLIF(?, 0), ?)"] * _ROWS_PER_INSERT
 )
+_UPDATE_ROW = "UPDATE {} SET t = NULLIF(?, 0), v = ? WHERE s = ? AND ts = ?"
 DIRECT_MIN = 32  # points of one series in a batch from which they skip head (see _split_direct)
 
 Row = tuple[int, int, int | None, Any]  # (s, ts, t, v)
+Fold = tuple[int, int | None, int, int | None, Any, int]  # _FOLD_HEAD's (count, first, last, t, v, s)
 _SID = itemgetter(0)
 _SID_TS = itemgetter(0, 1)
 _NO_TS = INT_MIN - 1  # "no compacted point": every timestamp is newer
@@ -140,9 +142,11 @@ def connect(path: str, *, synchronous: str, cache_kib: int, readonly: bool) -> s
     return conn
 
 
-def _insert_rows(conn: sqlite3.Connection, table_name: str, rows: list[Row]) -> int:
-    """INSERT OR IGNORE head-tagged rows (t = 0 for NULL) into a table; returns how many were new.
-    Multi-row INSERTs cost about half as much per row as executemany() of one-row INSERTs."""
+def _upsert_rows(conn: sqlite3.Connection, table_name: str, rows: list[Row]) -> int:
+    """Write head-tagged rows (t = 0 for NULL), sorted by (s, ts), into a table; returns how many
+    were new. Rows whose (s, ts) was there already (a rewrite, or a repeat within ``rows``) are then
+    applied in order, so the last one wins. Multi-row INSERTs cost about half as much per row as
+    executemany() of one-row INSERTs."""
     full = len(rows) - len(rows) % _ROWS_PER_INSERT
     flat = list(chain.from_iterable(rows[:full]))
     step = 4 * _ROWS_PER_INSERT
@@ -150,6 +154,8 @@ def _insert_rows(conn: sqlite3.Connection, table_name: str, rows: list[Row]) -> 
     inserted: int = sum(conn.execute(many, flat[i : i + step]).rowcount for i in range(0, len(flat), step))
     if full < len(rows):
         inserted += conn.executemany(_INSERT_ONE.format(table_name), rows[full:]).rowcount
+    if inserted < len(rows):
+        conn.executemany(_UPDATE_ROW.format(table_name), [(t, v, s, ts) for s, ts, t, v in rows])
     return inserted
 
 
@@ -424,32 +430,27 @@ class Writer:
                     by_chunk.setdefault(row[1] // chunk_ms, []).append(row)
         duplicates = False
         for chunk, rows in by_chunk.items():
-            name = self._chunk_table(conn, chunk)
-            if _insert_rows(conn, name, rows) < len(rows):  # a (s, ts) twice in the batch
+            if _upsert_rows(conn, self._chunk_table(conn, chunk), rows) < len(rows):  # a (s, ts) twice
                 duplicates = True
-                conn.executemany(
-                    f"UPDATE {name} SET t = NULLIF(?, 0), v = ? WHERE s = ? AND ts = ?",
-                    [(t, v, s, ts) for s, ts, t, v in rows],
-                )
-        fold: list[tuple[int, int | None, int, int | None, Any, int]] = []
+        fold: list[Fold] = []
         for series in groups:
             sid, last_ts, tag, v = series[-1]
             n = len({row[1] for row in series}) if duplicates else len(series)
             first = None if sid in self._last else series[0][1]
             fold.append((n, first, last_ts, None if tag == _NO_TAG else tag, v, sid))
+        self._fold(conn, fold)
+        return sum(f[0] for f in fold)
+
+    def _fold(self, conn: sqlite3.Connection, fold: list[Fold]) -> None:
+        """Fold newly compacted points into their series rows (count, first and last timestamp, the
+        latest value) and remember each series' newest compacted timestamp."""
         conn.executemany(_FOLD_HEAD, fold)
         for _, _, last_ts, _, _, sid in fold:
             self._put(self._last, sid, last_ts)
-        return sum(f[0] for f in fold)
 
     def _insert_head(self, conn: sqlite3.Connection, rows: list[Row]) -> int:
         """Insert new rows, sorted by (s, ts), into head."""
-        inserted = _insert_rows(conn, "head", rows)
-        if inserted < len(rows):  # rewrites of points still in head: apply them in batch order
-            conn.executemany(
-                "UPDATE head SET t = NULLIF(?, 0), v = ? WHERE s = ? AND ts = ?",
-                [(t, v, s, ts) for s, ts, t, v in rows],
-            )
+        inserted = _upsert_rows(conn, "head", rows)  # (rewrites of points still in head in batch order)
         self._head_count += inserted
         added = {row[0] for row in rows} - self._in_head
         if added:
@@ -552,16 +553,14 @@ class Writer:
             "SELECT s, max(ts), t, v, count(*) FROM head WHERE s BETWEEN ? AND ? GROUP BY s",
             (first_s, last_s),
         ).fetchall()
-        fold = []
+        fold: list[Fold] = []
         for s, la, t, v, n in stats:
             first = None  # only a series without compacted points gets its first timestamp from head
             if s not in self._last:
                 first = conn.execute("SELECT min(ts) FROM head WHERE s = ?", (s,)).fetchone()[0]
             fold.append((n, first, la, t, v, s))
-        conn.executemany(_FOLD_HEAD, fold)
+        self._fold(conn, fold)
         moved: int = conn.execute("DELETE FROM head WHERE s BETWEEN ? AND ?", (first_s, last_s)).rowcount
-        for _, _, la, _, _, s in fold:
-            self._put(self._last, s, la)
         gone = {s for *_, s in fold} & self._in_head  # the series that had points in this range
         if gone:
             self._in_head -= gone
