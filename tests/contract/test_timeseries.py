@@ -125,6 +125,42 @@ def expected_records(
     return ordered[offset : offset + limit]
 
 
+Model = dict[tuple[int, str, int], Value]  # (device, key, ts) → value: what a store must hold
+
+
+def apply_to_model(model: Model, units: dict[tuple[int, str], str], batch: Sequence[Point]) -> int:
+    """Apply a batch to the reference model (last write wins, a unit sticks to its key); returns the
+    number of points it adds, which ``write_batch`` must return."""
+    new = len({(p.device_id, p.key, p.ts_ms) for p in batch} - set(model))
+    for p in batch:
+        model[(p.device_id, p.key, p.ts_ms)] = p.value
+        if p.unit is not None:
+            units[(p.device_id, p.key)] = p.unit
+    return new
+
+
+async def assert_matches_model(
+    s: TimeseriesStore, model: Model, units: dict[tuple[int, str], str], *, order: Order
+) -> None:
+    """The store holds exactly the model: its point count, every record of each device (in
+    ``order``), and each key's catalogue entry (count, first and last timestamp, unit) and latest value."""
+    assert await s.count_points() == len(model)
+    for d in sorted({d for (d, _, _) in model}):
+        points = [Point(dd, k, ts, v) for (dd, k, ts), v in model.items() if dd == d]
+        everything = {"keys": None, "start_ms": FAR_PAST, "end_ms": FAR_FUTURE, "offset": 0}
+        got = await s.query(d, limit=10**6, order=order, **everything)
+        assert typed_records(got) == expected_records(points, d, limit=10**6, order=order, **everything)
+        infos = {i.key: i for i in await s.keys(d)}
+        latest = await s.latest(d)
+        for k in sorted({k for (dd, k, _) in model if dd == d}):
+            stamps = sorted(ts for (dd, kk, ts) in model if (dd, kk) == (d, k))
+            info = infos[k]
+            assert (info.count, info.first_ts_ms, info.last_ts_ms) == (len(stamps), stamps[0], stamps[-1])
+            assert info.unit == units.get((d, k))
+            assert typed(latest[k].value) == typed(model[(d, k, stamps[-1])])
+            assert (latest[k].ts_ms, latest[k].unit) == (stamps[-1], units.get((d, k)))
+
+
 async def assert_json_matches(s: TimeseriesStore, device_id: int, **query: Any) -> None:
     """``query_json`` answers exactly the JSON of ``query``'s records, and their number."""
     records = await s.query(device_id, **query)
@@ -318,7 +354,7 @@ class TestTimeseriesStoreContract:
     def test_large_mixed_batches_match_a_reference_model(self, store: TimeseriesStore) -> None:
         """Big batches mixing new points, rewrites of old ones, backfill and in-batch duplicates."""
         rnd = random.Random(7)
-        model: dict[tuple[int, str, int], Value] = {}  # what the store must hold
+        model: Model = {}  # what the store must hold
         units: dict[tuple[int, str], str] = {}
         values: list[Callable[[], Value]] = [
             lambda: rnd.uniform(-100, 100),
@@ -356,23 +392,10 @@ class TestTimeseriesStoreContract:
                 batch.append(Point(d, k, ts, rnd.choice(values)(), unit))
             return batch
 
-        def apply(batch: list[Point]) -> int:
-            new = len({(p.device_id, p.key, p.ts_ms) for p in batch} - set(model))
-            for p in batch:
-                model[(p.device_id, p.key, p.ts_ms)] = p.value
-                if p.unit is not None:
-                    units[(p.device_id, p.key)] = p.unit
-            return new
-
         async def check(s: TimeseriesStore) -> None:
-            assert await s.count_points() == len(model)
+            await assert_matches_model(s, model, units, order="asc")
             for d in (1, 2):
                 points = [Point(dd, k, ts, v) for (dd, k, ts), v in model.items() if dd == d]
-                everything = {"keys": None, "start_ms": FAR_PAST, "end_ms": FAR_FUTURE, "offset": 0}
-                got = await s.query(d, limit=10**6, order="asc", **everything)
-                assert typed_records(got) == expected_records(
-                    points, d, limit=10**6, order="asc", **everything
-                )
                 page = {"keys": ["a", "d"], "start_ms": T0 - DAY, "end_ms": T0 + 3 * DAY, "offset": 7}
                 got = await s.query(d, limit=25, order="desc", **page)
                 assert typed_records(got) == expected_records(points, d, limit=25, order="desc", **page)
@@ -383,28 +406,15 @@ class TestTimeseriesStoreContract:
                 ):
                     want = expected_records(points, d, limit=10**6, offset=0, order="asc", **window)
                     assert await s.count_records(d, **window) == len(want), window
-                infos = {i.key: i for i in await s.keys(d)}
-                latest = await s.latest(d)
-                for k in sorted({k for (dd, k, _) in model if dd == d}):
-                    stamps = sorted(ts for (dd, kk, ts) in model if (dd, kk) == (d, k))
-                    info = infos[k]
-                    assert (info.count, info.first_ts_ms, info.last_ts_ms) == (
-                        len(stamps),
-                        stamps[0],
-                        stamps[-1],
-                    )
-                    assert info.unit == units.get((d, k))
-                    assert typed(latest[k].value) == typed(model[(d, k, stamps[-1])])
-                    assert latest[k].ts_ms == stamps[-1]
 
         async def body(s: TimeseriesStore) -> None:
             for batch_no in range(4):
                 batch = history(batch_no)
-                assert await s.write_batch(batch) == apply(batch)
+                assert await s.write_batch(batch) == apply_to_model(model, units, batch)
             await check(s)
             for _ in range(4):
                 batch = mixed()
-                assert await s.write_batch(batch) == apply(batch)
+                assert await s.write_batch(batch) == apply_to_model(model, units, batch)
                 await check(s)
 
         run(store, body)
@@ -412,7 +422,8 @@ class TestTimeseriesStoreContract:
     def test_runs_of_one_series_in_a_batch_match_a_reference_model(self, store: TimeseriesStore) -> None:
         """A device sending many readings of a key at once (a run), with repeated timestamps, across
         a chunk boundary, after and before single readings of the same key."""
-        model: dict[tuple[int, str, int], Value] = {}
+        model: Model = {}
+        units: dict[tuple[int, str], str] = {}  # stays empty: no point carries a unit
 
         def run_of(d: int, k: str, first_ts: int, n: int, step: int = MINUTE) -> list[Point]:
             return [Point(d, k, first_ts + i * step, float(i) + d / 10) for i in range(n)]
@@ -430,29 +441,9 @@ class TestTimeseriesStoreContract:
 
         async def body(s: TimeseriesStore) -> None:
             for batch in batches:
-                new = len({(p.device_id, p.key, p.ts_ms) for p in batch} - set(model))
-                for p in batch:
-                    model[(p.device_id, p.key, p.ts_ms)] = p.value
-                assert await s.write_batch(batch) == new
-                assert await s.count_points() == len(model)
+                assert await s.write_batch(batch) == apply_to_model(model, units, batch)
+                await assert_matches_model(s, model, units, order="desc")
                 for d in (1, 2):
-                    points = [Point(dd, k, ts, v) for (dd, k, ts), v in model.items() if dd == d]
-                    everything = {"keys": None, "start_ms": FAR_PAST, "end_ms": FAR_FUTURE, "offset": 0}
-                    got = await s.query(d, limit=10**6, order="desc", **everything)
-                    assert typed_records(got) == expected_records(
-                        points, d, limit=10**6, order="desc", **everything
-                    )
-                    infos = {i.key: i for i in await s.keys(d)}
-                    latest = await s.latest(d)
-                    for k in {k for (dd, k, _) in model if dd == d}:
-                        stamps = sorted(ts for (dd, kk, ts) in model if (dd, kk) == (d, k))
-                        info = infos[k]
-                        assert (info.count, info.first_ts_ms, info.last_ts_ms) == (
-                            len(stamps),
-                            stamps[0],
-                            stamps[-1],
-                        )
-                        assert latest[k] == LatestValue(model[(d, k, stamps[-1])], stamps[-1], None)
                     buckets = await s.aggregate(
                         d, "c", "count", start_ms=T0 - DAY, end_ms=T0 + DAY, window_ms=HOUR
                     )
