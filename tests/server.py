@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +87,40 @@ class Server:
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30, **kwargs)
+
+
+@contextlib.contextmanager
+def fast_and_framework(make_dir: Callable[[str], Path], **env: str) -> Iterator[tuple[Server, Server]]:
+    """Two servers with the same settings, one with the HTTP fast paths (the default) and one
+    without, for tests that compare their answers; neither may log a traceback."""
+    fast = Server(make_dir("fast"), **env).start()
+    framework = Server(make_dir("framework"), IOTFLOW_HTTP_FASTPATH="false", **env).start()
+    try:
+        yield fast, framework
+    finally:
+        fast.stop()
+        framework.stop()
+    for srv in (fast, framework):
+        assert "Traceback" not in srv.log(), srv.log()
+
+
+def device_pair(
+    srv: Server, names: tuple[str, str], readings: tuple[dict[str, Any], ...], t0_ms: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Register two sensors and post ``readings`` for the first, one a second from ``t0_ms``; the
+    same calls on two fresh servers give the same ids."""
+    with srv.client() as api:
+        a, b = (
+            api.post("/api/v1/devices/register", json={"name": name, "device_type": "sensor"}).json()[
+                "device"
+            ]
+            for name in names
+        )
+        for i, data in enumerate(readings):
+            r = api.post(
+                "/api/v1/devices/telemetry",
+                json={"data": data, "timestamp": t0_ms + i * 1000},
+                headers={"X-API-Key": a["api_key"]},
+            )
+            assert r.status_code == 201, r.text
+    return a, b

@@ -25,13 +25,13 @@ from iotflow.events.endpoints import ROUTES as EVENT_ROUTES
 from iotflow.groups.endpoints import ROUTES as GROUP_ROUTES
 from iotflow.health.endpoints import ROUTES as HEALTH_ROUTES
 from iotflow.http import render_error
-from iotflow.ingest.http_fast import FastLatest
 from iotflow.metrics.endpoints import ROUTES as METRICS_ROUTES
 from iotflow.metrics.middleware import MetricsMiddleware
 from iotflow.mqtt.endpoints import ROUTES as MQTT_ROUTES
 from iotflow.ratelimit.hooks import check_rate_limit
 from iotflow.runtime import Runtime, open_runtime
 from iotflow.telemetry.endpoints import ROUTES as TELEMETRY_ROUTES
+from iotflow.telemetry.fast_reads import FastReads
 from iotflow.users.endpoints import ROUTES as USER_ROUTES
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,8 @@ async def _sweep_orphans(rt: Runtime) -> None:
 
 
 def fast_paths(settings: Settings) -> bool:
-    """Whether telemetry POSTs and a device's latest poll skip the framework (IOTFLOW_HTTP_FASTPATH;
-    not with CORS, whose headers the framework adds)."""
+    """Whether telemetry POSTs and a device's own latest and history reads skip the framework
+    (IOTFLOW_HTTP_FASTPATH; not with CORS, whose headers the framework adds)."""
     return settings.http_fastpath and not settings.cors_origins
 
 
@@ -116,6 +116,6 @@ def create_app(settings: Settings) -> Litestar:
     # outside routing: counts the requests no route matches too, and adds the rate-limit headers
     handler = app.asgi_handler
     if fast_paths(settings):
-        handler = FastLatest(handler)  # a device's own latest values without framework overhead
+        handler = FastReads(handler)  # a device's own latest values and history without the framework
     app.asgi_handler = MetricsMiddleware(handler)
     return app

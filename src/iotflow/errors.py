@@ -44,6 +44,12 @@ class IoTFlowError(Exception):
         self.headers = headers or {}
         self.extra = extra or {}
 
+    @property
+    def internal(self) -> bool:
+        """Answered as an internal error (a logged 500 with a request id, its message not shown):
+        a 5xx without headers, i.e. not a 503 telling the client when to retry."""
+        return self.status_code >= 500 and not self.headers
+
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"error": self.title, "message": self.message}
         if self.details:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 from litestar import Request, Response
@@ -90,9 +90,19 @@ async def json_object(request: Request[Any, Any, Any], *, required: bool = True)
 # ----- query parameters -----------------------------------------------------------------------------
 
 
+class Params(Protocol):
+    """Query parameters: a request's ``query_params``, or a plain mapping of them."""
+
+    def get(self, name: str, /) -> Any: ...
+
+
 def query_str(request: Request[Any, Any, Any], *names: str) -> str | None:
     """The first of ``names`` present in the query string (aliases), or None."""
-    params = request.query_params
+    return param_str(request.query_params, *names)
+
+
+def param_str(params: Params, *names: str) -> str | None:
+    """:func:`query_str` of a mapping of parameters."""
     for name in names:
         value = params.get(name)
         if value is not None:
@@ -103,7 +113,12 @@ def query_str(request: Request[Any, Any, Any], *names: str) -> str | None:
 def query_int(
     request: Request[Any, Any, Any], name: str, default: int, *, lo: int = 1, hi: int | None = None
 ) -> int:
-    raw = query_str(request, name)
+    return param_int(request.query_params, name, default, lo=lo, hi=hi)
+
+
+def param_int(params: Params, name: str, default: int, *, lo: int = 1, hi: int | None = None) -> int:
+    """:func:`query_int` of a mapping of parameters."""
+    raw = param_str(params, name)
     if raw is None or raw == "":
         return default
     try:
@@ -129,7 +144,12 @@ def query_bool(request: Request[Any, Any, Any], name: str, default: bool) -> boo
 
 
 def query_keys(request: Request[Any, Any, Any], name: str = "keys") -> list[str] | None:
-    raw = query_str(request, name)
+    return param_keys(request.query_params, name)
+
+
+def param_keys(params: Params, name: str = "keys") -> list[str] | None:
+    """:func:`query_keys` of a mapping of parameters."""
+    raw = param_str(params, name)
     if raw is None or raw.strip() == "":
         return None
     return [k.strip() for k in raw.split(",") if k.strip()]
@@ -145,7 +165,7 @@ def _response(status: int, body: dict[str, Any], headers: dict[str, str] | None 
 def render_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """The one place that turns an exception into ``{"error","message"[,"details"]}``."""
     if isinstance(exc, IoTFlowError):
-        if exc.status_code >= 500 and not exc.headers:
+        if exc.internal:
             return _internal(request, exc)
         return _response(exc.status_code, exc.body(), exc.headers)
     if isinstance(exc, HTTPException):

@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from iotflow.ingest.http_fast import _latest_device
+from iotflow.telemetry.fast_reads import _latest_device
 from tests.conftest import ADMIN, HIGH_RATE_LIMITS
-from tests.server import Server
+from tests.server import Server, device_pair, fast_and_framework
 
 READS_PER_MINUTE = 5
 LIMITS = {**HIGH_RATE_LIMITS, "IOTFLOW_RATE_LIMIT_PER_MINUTE": str(READS_PER_MINUTE)}
@@ -25,38 +25,17 @@ T0_MS = 1751466600000
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
-    fast = Server(tmp_path_factory.mktemp("fast"), **LIMITS).start()
-    framework = Server(tmp_path_factory.mktemp("framework"), IOTFLOW_HTTP_FASTPATH="false", **LIMITS).start()
-    try:
-        yield fast, framework
-    finally:
-        fast.stop()
-        framework.stop()
-    for srv in (fast, framework):
-        assert "Traceback" not in srv.log(), srv.log()
+    with fast_and_framework(tmp_path_factory.mktemp, **LIMITS) as pair:
+        yield pair
 
 
 def _setup(srv: Server) -> tuple[dict[str, Any], dict[str, Any]]:
     """Device A with two readings, device B without data (same names, so the same ids, on both)."""
-    with srv.client() as api:
-        a, b = (
-            api.post("/api/v1/devices/register", json={"name": name, "device_type": "sensor"}).json()[
-                "device"
-            ]
-            for name in ("latest-a", "latest-b")
-        )
-        readings: tuple[dict[str, Any], ...] = (
-            {"temp": 20.5, "hum": 40},
-            {"temp": {"value": 21.25, "unit": "°C"}},
-        )
-        for i, data in enumerate(readings):
-            r = api.post(
-                "/api/v1/devices/telemetry",
-                json={"data": data, "timestamp": T0_MS + i * 1000},
-                headers={"X-API-Key": a["api_key"]},
-            )
-            assert r.status_code == 201, r.text
-    return a, b
+    readings: tuple[dict[str, Any], ...] = (
+        {"temp": 20.5, "hum": 40},
+        {"temp": {"value": 21.25, "unit": "°C"}},
+    )
+    return device_pair(srv, ("latest-a", "latest-b"), readings, T0_MS)
 
 
 def _answer(r: httpx.Response) -> tuple[int, Any, dict[str, str]]:

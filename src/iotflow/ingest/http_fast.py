@@ -12,10 +12,8 @@ shared pieces,
 and ``iotflow serve``'s HTTP protocol (:mod:`iotflow.httpserver`) calls it straight from the
 connection, before any ASGI layer.
 
-:class:`FastLatest`, an ASGI layer in front of the framework, answers ``GET
-/api/v1/telemetry/{id}/latest`` (no query string) for a device reading its own latest values with
-its key — the commonest dashboard poll — and hands every other case of that route to the framework
-handler (see :meth:`FastLatest._latest`).
+The fast paths of the commonest reads (a device's own latest values and history) are in
+:mod:`iotflow.telemetry.fast_reads`.
 
 Errors are rendered from the same :class:`~iotflow.errors.IoTFlowError` bodies. The framework
 handlers stay registered: they document the routes in OpenAPI and serve them when
@@ -30,18 +28,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-from litestar.enums import ScopeType
-
 from iotflow.auth.guards import device_of_key
 from iotflow.errors import IoTFlowError, PayloadTooLarge
 from iotflow.http import check_json_content_type, decode_json
 from iotflow.ratelimit.service import SCOPE_KEY
-from iotflow.telemetry.service import latest_answer
 from iotflow.timeutil import format_ts
 
 if TYPE_CHECKING:
-    from litestar.types import ASGIApp, Receive, Scope, Send
+    from litestar.types import Scope
 
     from iotflow.runtime import Runtime
 
@@ -51,75 +45,10 @@ ROUTES = {
     "/api/v1/devices/telemetry": "Telemetry data received successfully",
     "/api/v1/telemetry": "Telemetry data stored successfully",
 }
-LATEST_TEMPLATE = "/api/v1/telemetry/{device_id:int}/latest"  # the framework's template of the route
-_LATEST_PREFIX = "/api/v1/telemetry/"
-_LATEST_SUFFIX = "/latest"
-_encode = msgspec.json.Encoder().encode
-
-
-def _latest_device(scope: Scope) -> int | None:
-    """The device id of ``GET /api/v1/telemetry/<id>/latest`` without a query string, else None."""
-    path: str = scope["path"]
-    if scope["query_string"] or not (path.startswith(_LATEST_PREFIX) and path.endswith(_LATEST_SUFFIX)):
-        return None
-    digits = path[len(_LATEST_PREFIX) : -len(_LATEST_SUFFIX)]
-    if not digits.isascii() or not digits.isdigit() or len(digits) > 18 or digits.startswith("0"):
-        return None
-    return int(digits)
 
 
 class _ClientGone(Exception):
     """The client disconnected before its body arrived."""
-
-
-class FastLatest:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == ScopeType.HTTP and scope["method"] == "GET":
-            device_id = _latest_device(scope)
-            if device_id is not None and await self._latest(scope, send, device_id):
-                return
-        await self.app(scope, receive, send)
-
-    async def _latest(self, scope: Scope, send: Send, device_id: int) -> bool:
-        """A device reading its own latest values with its key, and nothing else; False: not taken.
-
-        Every other case (a user or admin token, a wrong key, another device, a missing device, no data)
-        goes to the framework handler, which gives the same answers and all the errors. The rate limit
-        is counted only once the request is taken, so a request handed on is never counted twice."""
-        state: Any = scope
-        api_key = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                return False  # it takes precedence over X-API-Key: the framework decides
-            if name == b"x-api-key" and api_key is None:  # the first one, as the framework reads it
-                api_key = value.decode("latin-1").strip()
-        if not api_key:
-            return False
-        rt: Runtime = state["litestar_app"].state.runtime
-        try:
-            auth = await rt.devices.authenticate(api_key)
-            if auth is None or auth.id != device_id:
-                return False
-            device = await rt.devices.get_recent(device_id)
-            values = await rt.telemetry.latest(device_id)
-        except Exception:  # NotFound (deleted meanwhile), the database...: the framework answers
-            return False
-        if not values:
-            return False
-        state["path_template"] = LATEST_TEMPLATE  # for the metrics layer around this one
-        limits = rt.limits
-        if limits.enabled:
-            rule = limits.rule_for("GET", LATEST_TEMPLATE)
-            try:
-                state[SCOPE_KEY] = await limits.hit(rule, limits.identity(rule, scope))
-            except IoTFlowError as exc:
-                await _respond(send, exc.status_code, exc.body(), exc.headers)
-                return True
-        await _respond(send, 200, latest_answer(device_id, device.name, device.device_type, values), None)
-        return True
 
 
 Answer = tuple[int, dict[str, Any], "dict[str, str] | None"]
@@ -134,14 +63,10 @@ async def ingest_answer(rt: Runtime, scope: Scope, receive: Receiver, message: s
         return 201, await _handle(rt, scope, receive, message), None
     except _ClientGone:
         return None  # nothing was queued; there is nobody to answer
-    except IoTFlowError as exc:
-        if exc.status_code >= 500 and not exc.headers:
-            return 500, _internal(scope, exc), None
-        rt.metrics.telemetry_rejected("http", exc)
-        return exc.status_code, exc.body(), exc.headers
     except Exception as exc:
-        rt.metrics.telemetry_rejected("http", exc)
-        return 500, _internal(scope, exc), None
+        if not (isinstance(exc, IoTFlowError) and exc.internal):
+            rt.metrics.telemetry_rejected("http", exc)
+        return error_answer(scope, exc)
 
 
 async def _handle(rt: Runtime, scope: Any, receive: Receiver, message: str) -> dict[str, Any]:
@@ -169,9 +94,17 @@ async def _handle(rt: Runtime, scope: Any, receive: Receiver, message: str) -> d
     }
 
 
+def error_answer(scope: Scope, exc: Exception) -> Answer:
+    """The answer to a request that raised ``exc``, as the framework's error rendering gives it."""
+    if isinstance(exc, IoTFlowError) and not exc.internal:
+        return exc.status_code, exc.body(), exc.headers
+    return 500, _internal(scope, exc), None
+
+
 def _internal(scope: Scope, exc: Exception) -> dict[str, Any]:
     request_id = uuid.uuid4().hex
-    log.error("request POST %s failed (request_id=%s)", scope["path"], request_id, exc_info=exc)
+    http: Any = scope
+    log.error("request %s %s failed (request_id=%s)", http["method"], http["path"], request_id, exc_info=exc)
     return {
         "error": "Internal server error",
         "message": "An unexpected error occurred; it has been logged",
@@ -194,13 +127,3 @@ async def _read_body(receive: Receiver, limit: int) -> bytes:
             chunks.append(chunk)
         if not event.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def _respond(send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None) -> None:
-    payload = _encode(body)
-    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-    if headers:
-        raw_headers.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
-    start: Any = {"type": "http.response.start", "status": status, "headers": raw_headers}
-    await send(start)
-    await send({"type": "http.response.body", "body": payload, "more_body": False})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from litestar import Request, delete, get, post
 from litestar.datastructures import State
@@ -11,7 +11,18 @@ from litestar.datastructures import State
 from iotflow.auth.guards import require_device, require_device_access, require_principal
 from iotflow.devices.schemas import config_dict, device_dict, ts_or_none
 from iotflow.errors import BadRequest, Forbidden, NotFound, ValidationFailed
-from iotflow.http import json_body, query_bool, query_int, query_keys, query_str, runtime
+from iotflow.http import (
+    Params,
+    json_body,
+    param_int,
+    param_keys,
+    param_str,
+    query_bool,
+    query_int,
+    query_keys,
+    query_str,
+    runtime,
+)
 from iotflow.storage.models import Device
 from iotflow.storage.timeseries.base import record_dict, record_dicts
 from iotflow.telemetry.service import FILL_MODES, latest_answer, normalise_aggregation
@@ -25,46 +36,85 @@ from iotflow.timeutil import (
     parse_window,
 )
 
+if TYPE_CHECKING:
+    from iotflow.runtime import Runtime
+
 Req = Request[Any, Any, State]
 
 HOUR = 3_600_000
 DAY = 24 * HOUR
 
 
-def time_range(
-    request: Req,
-    *,
-    default_start: int,
-    start_names: tuple[str, ...] = ("start_time", "start_date"),
-    end_names: tuple[str, ...] = ("end_time", "end_date", "stop_time"),
-    now: int | None = None,
-    device_id: int | None = None,
+def time_range(request: Req, *, default_start: int, device_id: int | None = None) -> tuple[int, int]:
+    """The request's time range (see :func:`params_time_range`)."""
+    rt = runtime(request)
+    return params_time_range(request.query_params, rt, default_start=default_start, device_id=device_id)
+
+
+START_NAMES = ("start_time", "start_date")  # a time range's parameters, aliases after the first
+END_NAMES = ("end_time", "end_date", "stop_time")
+HISTORY_PARAMS = frozenset(("keys", "limit", "order", *START_NAMES, *END_NAMES))  # what history_query reads
+
+
+def params_time_range(
+    params: Params, rt: Runtime, *, default_start: int, device_id: int | None = None
 ) -> tuple[int, int]:
     """The query's time range. An omitted end is now, or for ``device_id`` the newest receive-time
     stamp given to its readings if that is later: readings sent without a timestamp faster than one
     a millisecond are stamped a few ms ahead of the clock, and stay in the default range."""
-    now = now_ms() if now is None else now
-    default_end = (
-        now if device_id is None else max(now, runtime(request).telemetry.last_receive_ts(device_id))
-    )
-    start_raw, end_raw = query_str(request, *start_names), query_str(request, *end_names)
+    now = now_ms()
+    default_end = now if device_id is None else max(now, rt.telemetry.last_receive_ts(device_id))
+    start_raw, end_raw = param_str(params, *START_NAMES), param_str(params, *END_NAMES)
     try:
-        start = parse_time_bound(start_raw, field=start_names[0], now_ms=now, default=now - default_start)
-        end = parse_time_bound(end_raw, field=end_names[0], now_ms=now, default=default_end)
+        start = parse_time_bound(start_raw, field="start_time", now_ms=now, default=now - default_start)
+        end = parse_time_bound(end_raw, field="end_time", now_ms=now, default=default_end)
     except TimestampError as exc:
         raise ValidationFailed(exc.field, str(exc), title="Invalid time range") from None
     if start > end:
-        raise ValidationFailed(
-            start_names[0], f"{start_names[0]} is after {end_names[0]}", title="Invalid time range"
-        )
+        raise ValidationFailed("start_time", "start_time is after end_time", title="Invalid time range")
     return start, end
 
 
 def _order(request: Req) -> str:
-    order = (query_str(request, "order") or "desc").lower()
+    return params_order(request.query_params)
+
+
+def params_order(params: Params) -> str:
+    order = (param_str(params, "order") or "desc").lower()
     if order not in ("asc", "desc"):
         raise ValidationFailed("order", "order must be asc or desc")
     return order
+
+
+class HistoryQuery(NamedTuple):
+    keys: list[str] | None
+    start_ms: int
+    end_ms: int
+    limit: int
+    order: str
+
+
+def history_query(params: Params, rt: Runtime, device_id: int) -> HistoryQuery:
+    """The query of ``GET /telemetry/{device_id}`` (400 for a bad one)."""
+    start, end = params_time_range(params, rt, default_start=HOUR, device_id=device_id)
+    limit = param_int(params, "limit", 1000, lo=1, hi=10_000)
+    return HistoryQuery(param_keys(params), start, end, limit, params_order(params))
+
+
+async def history_answer(rt: Runtime, device: Device, q: HistoryQuery) -> dict[str, Any]:
+    """The answer of ``GET /telemetry/{device_id}`` for an allowed caller."""
+    data, count = await rt.telemetry.history_json(
+        device.id, keys=q.keys, start_ms=q.start_ms, end_ms=q.end_ms, limit=q.limit, order=q.order
+    )
+    return {
+        "device_id": device.id,
+        "device_name": device.name,
+        "device_type": device.device_type,
+        "start_time": format_ts(q.start_ms),
+        "end_time": format_ts(q.end_ms),
+        "data": data,
+        "count": count,
+    }
 
 
 async def _device(request: Req, device_id: int) -> Device:
@@ -138,20 +188,7 @@ async def post_mqtt_telemetry(request: Req, device_id: int) -> dict[str, Any]:
 async def history(request: Req, device_id: int) -> dict[str, Any]:
     rt = runtime(request)
     device = await _device(request, device_id)
-    start, end = time_range(request, default_start=HOUR, device_id=device_id)
-    limit = query_int(request, "limit", 1000, lo=1, hi=10_000)
-    data, count = await rt.telemetry.history_json(
-        device_id, keys=query_keys(request), start_ms=start, end_ms=end, limit=limit, order=_order(request)
-    )
-    return {
-        "device_id": device_id,
-        "device_name": device.name,
-        "device_type": device.device_type,
-        "start_time": format_ts(start),
-        "end_time": format_ts(end),
-        "data": data,
-        "count": count,
-    }
+    return await history_answer(rt, device, history_query(request.query_params, rt, device_id))
 
 
 @get("/devices/telemetry", summary="The calling device's own history")
