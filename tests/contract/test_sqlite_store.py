@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from iotflow.errors import ServiceUnavailable
-from iotflow.storage.timeseries import _sqlite_procs, _sqlite_wproc
+from iotflow.storage.timeseries import _sqlite_procs, _sqlite_worker, _sqlite_wproc
 from iotflow.storage.timeseries.base import Point
 from iotflow.storage.timeseries.sqlite import SqliteTimeseriesStore
 
@@ -142,6 +142,32 @@ async def main():
 
 asyncio.run(main())
 """
+
+
+def test_read_processes_run_at_a_lower_priority_than_the_server_and_the_write_process(tmp_path: Path) -> None:
+    """A long aggregate in a read process must not take the CPUs from the event loop and the write
+    process: the read processes are niced, the write process keeps the server's priority."""
+    path = str(tmp_path / "telemetry.db")
+
+    async def run() -> tuple[list[int], int]:
+        store = SqliteTimeseriesStore(path, read_processes=2, write_process=True)
+        await store.open()
+        try:
+            await store.write_batch([Point(1, "t", T0 + i * 1000, float(i), None) for i in range(50)])
+            await asyncio.gather(
+                *(store.query_json(1, start_ms=T0, end_ms=T0 + 10**6, limit=100) for _ in range(8))
+            )
+            procs, writer = store._procs, store.write_pid
+            assert procs is not None and writer is not None
+            readers = [os.getpriority(os.PRIO_PROCESS, pid) for pid in procs.pids()]
+            return readers, os.getpriority(os.PRIO_PROCESS, writer)
+        finally:
+            await store.close()
+
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    readers, writer = asyncio.run(run())
+    assert len(readers) == 2 and all(n == min(own + _sqlite_worker.NICENESS, 19) for n in readers), readers
+    assert writer == own
 
 
 def test_read_processes_end_with_a_server_killed_with_sigkill(tmp_path: Path) -> None:
