@@ -9,7 +9,7 @@ One server (MQTT off, rate limits off) gets 1,000 devices through ``POST /api/v1
   the HTTP API up to ``--points`` points (default 10 million). The fill sends every device's readings
   (5 keys, one reading every 10 s, devices staggered within the interval) round by round, 100
   readings per POST, so the store grows the way a fleet's data does: fleet-wide, in time order. Then
-  ``rounds`` times (3): the load on the full store (a warm-up, then a measured run), and right after it
+  ``rounds`` times (5): the load on the full store (a warm-up, then a measured run), and right after it
   the same load on an empty store: a new server with as many devices, its own warm-up and run. Both
   sides of a round see the machine as it is in that minute (on a shared machine the same work was
   seen to take 20-50% more CPU from one minute to the next); the ratio is the median of the rounds'
@@ -84,7 +84,7 @@ class Config:
     devices: int = 1000
     window: float = 6.0  # seconds per measured ingest run
     warmup: float = 2.0
-    rounds: int = 3  # full-store runs, each followed by an empty-store run on a new server
+    rounds: int = 5  # full-store runs, each followed by an empty-store run on a new server
     rate_devices: int = 64
     connections: int = 16  # of the measured runs (the P2 load)
     threads: int = 2

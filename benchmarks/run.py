@@ -281,27 +281,23 @@ def _iotflow_runs(bench: Bench, server: ServerProcess, out: dict[str, Any], stor
         workload = Workload("single", devices(server, "p1", cfg.p1_devices), base_ts)
         bare_load = Workload("single", ("bare-asgi-key",), base_ts)
         rounds: list[tuple[float, float]] = []  # (IoTFlow, bare) req/s
+
+        def p1_run(name: str, target: ServerProcess, load: Workload) -> float:
+            return bench.closed(
+                name,
+                target,
+                load,
+                connections=cfg.p1_connections,
+                threads=cfg.p1_threads,
+                duration=cfg.p1_duration,
+            ).ok_per_s
+
         with bare_asgi_server() as bare:
             log(f"bare ASGI baseline on {bare.url}")
             for i in range(cfg.p1_rounds):
                 shift = 2 * i * MEASURED_OFFSET_MS  # every round's timestamps are new points
-                base = bench.closed(
-                    f"P1_baseline_{i}",
-                    bare,
-                    bare_load.shifted(shift),
-                    connections=cfg.p1_connections,
-                    threads=cfg.p1_threads,
-                    duration=cfg.p1_duration,
-                )
-                result = bench.closed(
-                    f"P1_{i}",
-                    server,
-                    workload.shifted(shift),
-                    connections=cfg.p1_connections,
-                    threads=cfg.p1_threads,
-                    duration=cfg.p1_duration,
-                )
-                rounds.append((result.ok_per_s, base.ok_per_s))
+                base = p1_run(f"P1_baseline_{i}", bare, bare_load.shifted(shift))
+                rounds.append((p1_run(f"P1_{i}", server, workload.shifted(shift)), base))
         p1_rate = statistics.median(rate for rate, _ in rounds)
         bare_rate = statistics.median(rate for _, rate in rounds)
         ratio = round(statistics.median(ratio_of(rate, base) for rate, base in rounds), 4)
