@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -18,6 +17,7 @@ from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from iotflow import __version__
 from iotflow.admin.endpoints import ROUTES as ADMIN_ROUTES
 from iotflow.alerts.endpoints import ROUTES as ALERT_ROUTES
+from iotflow.background import finish
 from iotflow.commands.endpoints import ROUTES as COMMAND_ROUTES
 from iotflow.config import Settings
 from iotflow.devices.endpoints import ROUTES as DEVICE_ROUTES
@@ -75,9 +75,7 @@ def create_app(settings: Settings) -> Litestar:
             try:
                 yield
             finally:
-                sweep.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweep
+                await finish([sweep])
 
     api = Router(
         path="/api/v1",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import threading
 import time
@@ -58,6 +59,42 @@ def test_restart_keeps_everything(tmp_path: Path) -> None:
             assert latest["v"] == 499 and latest["s"] == "O'Brien 499"
     finally:
         srv.stop()
+
+
+def test_shutdown_lets_flushes_waiting_on_a_locked_database_finish(tmp_path: Path) -> None:
+    """last_seen and the event log are written a second at a time; a flush still waiting for the
+    database when SIGTERM comes ends first (it is not cancelled, losing what it was writing)."""
+    srv = Server(tmp_path / "data").start()
+    assert srv.proc is not None
+    with srv.client() as c:
+        dev = _register(c, "seen-at-shutdown")
+        time.sleep(1.5)  # the registration's event is written
+        db = sqlite3.connect(tmp_path / "data" / "iotflow.db", isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")  # the server's writes now wait for this transaction
+            assert (
+                c.post("/api/v1/devices/heartbeat", headers={"X-API-Key": dev["api_key"]}).status_code == 200
+            )
+            time.sleep(1.5)  # the flushes of the heartbeat's last_seen and device.online event wait
+            srv.proc.send_signal(signal.SIGTERM)
+            time.sleep(1.0)
+        finally:
+            db.execute("COMMIT")
+            db.close()
+    srv.proc.wait(15)  # ends by its own SIGTERM once shut down
+    log = srv.log()
+    srv.start()
+    try:
+        with srv.client() as c:
+            status = c.get("/api/v1/devices/status", headers={"X-API-Key": dev["api_key"]}).json()["device"]
+            assert status["last_seen"] is not None
+            r = c.get(
+                "/api/v1/events", params={"device_id": dev["id"], "type": "device.online"}, headers=ADMIN
+            )
+            assert r.status_code == 200 and r.json()["meta"]["total"] == 1, r.text
+    finally:
+        srv.stop()
+    assert "Traceback" not in log, log
 
 
 @pytest.mark.slow

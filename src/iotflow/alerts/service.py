@@ -25,7 +25,7 @@ from iotflow.alerts.repository import AlertFilter, AlertRepository
 from iotflow.alerts.schemas import AlertRecord, rule_body, rule_fields
 from iotflow.alerts.stream import AlertHub
 from iotflow.auth.principal import Principal
-from iotflow.background import Periodic
+from iotflow.background import Periodic, finish
 from iotflow.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from iotflow.events.service import EventLog
 from iotflow.storage.models import AlertRule
@@ -55,6 +55,7 @@ class AlertService:
         self._outbox: deque[Change] = deque()
         self._draining = False
         self._wake = asyncio.Event()
+        self._stopping = False
         self._reload_lock = asyncio.Lock()  # the last reload to read the rules is the last to install
         self._eval_lock = asyncio.Lock()  # batches are judged in commit order, owner look-ups included
         self._tasks: list[asyncio.Task[None]] = []
@@ -66,16 +67,15 @@ class AlertService:
     async def start(self) -> None:
         self.engine.load_open(await self.repo.unresolved_alerts())
         await self.reload()
+        self._stopping = False
         self._tasks = [asyncio.create_task(self._sweeper(), name="iotflow-alert-sweeper")]
         self._reloader.start()
 
     async def stop(self) -> None:
         await self._reloader.stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._stopping = True
+        self._wake.set()
+        await finish(self._tasks)  # a sweep in progress writes its alerts first
         self._tasks = []
         self.hub.close()
         await self._drain()
@@ -98,6 +98,8 @@ class AlertService:
             timeout = None if due is None else max(0.0, (due - now_ms()) / 1000)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+            if self._stopping:
+                return
             try:
                 await self._submit(self.engine.sweep(now_ms()))
             except Exception as exc:

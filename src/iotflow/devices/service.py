@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from iotflow.auth.apikeys import digests_match, generate_api_key, hash_api_key
-from iotflow.background import Periodic
+from iotflow.background import Periodic, finish
 from iotflow.cache.base import Cache, DeviceAuth
 from iotflow.devices.presence import Presence
 from iotflow.devices.repository import DeviceRepository
@@ -273,10 +273,7 @@ class DeviceService:
         """Stop the background work (the runtime closes the service before the database)."""
         self._closed = True
         await self._key_sweep.stop()
-        tasks = list(self._refreshing.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await finish(list(self._refreshing.values()))
 
     async def update(self, device_id: int, body: dict[str, Any]) -> Device:
         current = await self.get(device_id)
