@@ -64,8 +64,7 @@ async def ingest_answer(rt: Runtime, scope: Scope, receive: Receiver, message: s
     except _ClientGone:
         return None  # nothing was queued; there is nobody to answer
     except Exception as exc:
-        if not (isinstance(exc, IoTFlowError) and exc.internal):
-            rt.metrics.telemetry_rejected("http", exc)
+        rt.metrics.telemetry_rejected("http", exc)  # as the framework's handlers count it, 500s too
         return error_answer(scope, exc)
 
 
