@@ -37,12 +37,9 @@ class Periodic:
     lets a call in progress end (see :func:`finish`) and starts no other.
     """
 
-    def __init__(
-        self, name: str, interval: float, func: Callable[[], Awaitable[None]], *, grace: float = STOP_GRACE_S
-    ) -> None:
+    def __init__(self, name: str, interval: float, func: Callable[[], Awaitable[None]]) -> None:
         self.name = name
         self.interval = interval
-        self.grace = grace
         self._func = func
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -56,7 +53,7 @@ class Periodic:
         """End the loop once the call in progress, if any, has ended."""
         if self._task is not None:
             self._stopping.set()
-            await finish([self._task], self.grace)
+            await finish([self._task])
             self._task = None
 
     async def _loop(self) -> None:
