@@ -104,6 +104,12 @@ def fast_and_framework(make_dir: Callable[[str], Path], **env: str) -> Iterator[
         assert "Traceback" not in srv.log(), srv.log()
 
 
+def rate_limit_headers(r: httpx.Response) -> dict[str, str]:
+    """A response's X-RateLimit headers but the reset time, which may differ by a second between two
+    servers answering the same requests."""
+    return {k: v for k, v in r.headers.items() if k.startswith("x-ratelimit") and k != "x-ratelimit-reset"}
+
+
 def device_pair(
     srv: Server, names: tuple[str, str], readings: tuple[dict[str, Any], ...], t0_ms: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:

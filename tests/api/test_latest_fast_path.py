@@ -16,7 +16,7 @@ import pytest
 
 from iotflow.telemetry.fast_reads import _latest_device
 from tests.conftest import ADMIN, HIGH_RATE_LIMITS
-from tests.server import Server, device_pair, fast_and_framework
+from tests.server import Server, device_pair, fast_and_framework, rate_limit_headers
 
 READS_PER_MINUTE = 5
 LIMITS = {**HIGH_RATE_LIMITS, "IOTFLOW_RATE_LIMIT_PER_MINUTE": str(READS_PER_MINUTE)}
@@ -39,10 +39,7 @@ def _setup(srv: Server) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _answer(r: httpx.Response) -> tuple[int, Any, dict[str, str]]:
-    limit_headers = {k: v for k, v in r.headers.items() if k.startswith("x-ratelimit") or k == "retry-after"}
-    limit_headers.pop("x-ratelimit-reset", None)  # a time: may differ by a second between the servers
-    limit_headers.pop("retry-after", None)
-    return r.status_code, r.json(), limit_headers
+    return r.status_code, r.json(), rate_limit_headers(r)
 
 
 def test_every_answer_is_the_frameworks(servers: tuple[Server, Server]) -> None:
